@@ -1,0 +1,5 @@
+import sys
+
+from rectified.cli import main
+
+sys.exit(main())

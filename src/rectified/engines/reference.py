@@ -1,0 +1,81 @@
+"""The reference engine: every list operation runs tensor by tensor with plain torch ops.
+
+It is the slowest engine and the one the others are tested against.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from rectified.rules.base import TensorList
+
+
+class PerTensorOps:
+    """:class:`~rectified.rules.base.TensorListOps` as a loop of ordinary tensor methods."""
+
+    def neg(self, xs: TensorList) -> TensorList:
+        return [x.neg() for x in xs]
+
+    def clone(self, xs: TensorList) -> TensorList:
+        return [x.clone() for x in xs]
+
+    def sqrt(self, xs: TensorList) -> TensorList:
+        return [x.sqrt() for x in xs]
+
+    def add(self, xs: TensorList, ys: TensorList, alpha: float = 1.0) -> TensorList:
+        return [x.add(y, alpha=alpha) for x, y in zip(xs, ys)]
+
+    def add_(self, xs: TensorList, ys: TensorList, alpha: float = 1.0) -> None:
+        for x, y in zip(xs, ys):
+            x.add_(y, alpha=alpha)
+
+    def add_scalar_(self, xs: TensorList, value: float) -> None:
+        for x in xs:
+            x.add_(value)
+
+    def mul_(self, xs: TensorList, value: float) -> None:
+        for x in xs:
+            x.mul_(value)
+
+    def mul_tensors_(self, xs: TensorList, ys: TensorList) -> None:
+        for x, y in zip(xs, ys):
+            x.mul_(y)
+
+    def div_(self, xs: TensorList, value: float) -> None:
+        for x in xs:
+            x.div_(value)
+
+    def div_tensors_(self, xs: TensorList, ys: TensorList) -> None:
+        for x, y in zip(xs, ys):
+            x.div_(y)
+
+    def reciprocal_(self, xs: TensorList) -> None:
+        for x in xs:
+            x.reciprocal_()
+
+    def lerp_(self, xs: TensorList, ys: TensorList, weight: float) -> None:
+        for x, y in zip(xs, ys):
+            x.lerp_(y, weight)
+
+    def addcmul_(self, xs: TensorList, ys: TensorList, zs: TensorList, value: float) -> None:
+        for x, y, z in zip(xs, ys, zs):
+            x.addcmul_(y, z, value=value)
+
+    def addcdiv_(self, xs: TensorList, ys: TensorList, zs: TensorList, value: float) -> None:
+        for x, y, z in zip(xs, ys, zs):
+            x.addcdiv_(y, z, value=value)
+
+    def maximum_(self, xs: TensorList, ys: TensorList) -> None:
+        for x, y in zip(xs, ys):
+            torch.maximum(x, y, out=x)
+
+    def clamp_(self, xs: TensorList, low: float, high: float) -> None:
+        for x in xs:
+            x.clamp_(low, high)
+
+    def copy_(self, xs: TensorList, ys: TensorList) -> None:
+        for x, y in zip(xs, ys):
+            x.copy_(y)
+
+
+PER_TENSOR = PerTensorOps()

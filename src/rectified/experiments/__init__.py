@@ -1,0 +1,1 @@
+"""Experiments: tasks (data + model), training runs, comparisons and reports."""

@@ -1,0 +1,23 @@
+"""Docstrings that carry the algorithm of the rule an optimizer runs (written once, in rules/)."""
+
+from __future__ import annotations
+
+import textwrap
+from types import ModuleType
+
+
+def with_algorithm(summary: str, rule_module: ModuleType, arguments: str) -> str:
+    """``summary``, then the rule module's algorithm and reference, then ``arguments``."""
+    algorithm = textwrap.indent(textwrap.dedent(rule_module.__doc__ or "").strip(), "    ")
+    return (
+        f"{textwrap.dedent(summary).strip()}\n\n"
+        f"Algorithm (``{rule_module.__name__}``)::\n\n{algorithm}\n\n"
+        f"{textwrap.dedent(arguments).strip()}\n"
+    )
+
+
+COMMON_ARGS = """\
+    foreach (bool, optional): engine choice as in torch.optim: ``True`` runs the foreach
+        (multi-tensor) engine, ``False`` the per-tensor reference engine, ``None`` (default)
+        picks foreach. Results agree up to float rounding.
+    maximize (bool): maximize the objective instead of minimizing it (default False)."""

@@ -1,0 +1,171 @@
+"""The front-end every rule-based optimizer shares: a ``torch.optim.Optimizer`` that validates,
+owns the per-parameter state and step counts, and hands the math to an engine.
+
+What a subclass provides: ``rule`` (an :class:`~rectified.rules.base.UpdateRule`) and
+:meth:`validate_group`. Everything a drop-in replacement of torch.optim needs (param groups,
+named parameters, closures, hooks, ``state_dict``) comes from ``torch.optim.Optimizer``; what
+this class adds:
+
+* every group is validated when added and again at each step, and all groups are checked before
+  any is updated, so a bad value never leaves a step half-applied;
+* ``load_state_dict`` checks the saved state against the parameters before changing anything,
+  copies every tensor (the optimizer never shares storage with the dict it loaded), and fills
+  in hyperparameters the saved groups lack (e.g. a ``torch.optim.RAdam`` checkpoint has no
+  ``threshold``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any, ClassVar
+
+import torch
+from torch import Tensor
+from torch.optim.optimizer import _get_scalar_dtype
+
+from rectified.engines import apply_rule, engine_for
+from rectified.rules.base import UpdateRule
+
+StateDict = dict[str, Any]
+
+
+def advance_steps_(steps: list[Tensor]) -> list[int]:
+    """Add 1 to every step tensor and return the new counts (one host read for all)."""
+    if not steps:
+        return []
+    torch._foreach_add_(steps, 1.0)
+    try:
+        values = torch.stack(steps).tolist()
+    except RuntimeError:  # steps on different devices
+        values = [t.item() for t in steps]
+    return [int(v) for v in values]
+
+
+class RuleOptimizer(torch.optim.Optimizer):
+    """Base of the optimizers of :mod:`rectified.optim`."""
+
+    rule: ClassVar[UpdateRule]
+
+    def __init__(self, params: Iterable[Any], defaults: dict[str, Any]) -> None:
+        self.validate_group(defaults)
+        super().__init__(params, defaults)
+
+    # -- validation --------------------------------------------------------------------------
+    def validate_group(self, group: Mapping[str, Any]) -> None:
+        """Raise ``ValueError`` naming the first invalid hyperparameter of ``group``."""
+        raise NotImplementedError
+
+    def add_param_group(self, param_group: dict[str, Any]) -> None:
+        merged = {**self.defaults, **param_group}
+        self.validate_group(merged)
+        super().add_param_group(param_group)
+        self.prepare_group(param_group)
+
+    def prepare_group(self, group: dict[str, Any]) -> None:
+        """Hook for groups that need derived keys (e.g. AdaBound's ``base_lr``)."""
+
+    # -- stepping ----------------------------------------------------------------------------
+    @torch.no_grad()
+    def step(self, closure: Callable[[], Any] | None = None) -> Any:
+        """Perform one optimization step; ``closure`` re-evaluates the model and returns the loss."""
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        plans = [(group, self._params_with_grad(group)) for group in self.param_groups]
+        for group, params in plans:
+            self._step_group(group, params)
+        return loss
+
+    def _params_with_grad(self, group: Mapping[str, Any]) -> list[Tensor]:
+        self.validate_group(group)
+        params = [p for p in group["params"] if p.grad is not None]
+        for p in params:
+            if p.grad.is_sparse:
+                raise RuntimeError(f"{type(self).__name__} does not support sparse gradients")
+            if p.grad.shape != p.shape:
+                raise RuntimeError(
+                    f"{type(self).__name__}: gradient shape {tuple(p.grad.shape)} does not match "
+                    f"parameter shape {tuple(p.shape)}"
+                )
+        return params
+
+    def _step_group(self, group: Mapping[str, Any], params: list[Tensor]) -> None:
+        if not params:
+            return
+        states = [self._state_of(p, group) for p in params]
+        steps = advance_steps_([s["step"] for s in states])
+        grads = [p.grad for p in params]
+        apply_rule(engine_for(group), self.rule, group, params, grads, states, steps)
+
+    def _state_of(self, param: Tensor, group: Mapping[str, Any]) -> dict[str, Any]:
+        state = self.state[param]
+        if not state:
+            state["step"] = torch.tensor(0.0, dtype=_get_scalar_dtype())
+            state.update(self.rule.init_state(param, group))
+        else:
+            # A group may turn on an option that needs more state (e.g. amsgrad) mid-run.
+            for key, value in self.rule.init_state(param, group).items():
+                state.setdefault(key, value)
+        return state
+
+    # -- state_dict ----------------------------------------------------------------------------
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        super().__setstate__(state)
+        for group in self.param_groups:
+            for key, value in self.defaults.items():
+                group.setdefault(key, value)
+            for p in group["params"]:
+                p_state = self.state.get(p)
+                if p_state and "step" in p_state and not torch.is_tensor(p_state["step"]):
+                    p_state["step"] = torch.tensor(
+                        float(p_state["step"]), dtype=_get_scalar_dtype()
+                    )
+
+    def load_state_dict(self, state_dict: StateDict) -> None:
+        check_state_dict(self, state_dict)
+        state_dict = {
+            **state_dict,
+            "state": {k: _detached_copy(v) for k, v in state_dict["state"].items()},
+        }
+        super().load_state_dict(state_dict)
+
+
+def _detached_copy(value: Any) -> Any:
+    if isinstance(value, Tensor):
+        return value.detach().clone()
+    if isinstance(value, dict):
+        return {k: _detached_copy(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return type(value)(_detached_copy(v) for v in value)
+    return value
+
+
+def check_state_dict(optimizer: torch.optim.Optimizer, state_dict: Mapping[str, Any]) -> None:
+    """Raise ``ValueError`` if ``state_dict`` does not fit ``optimizer``'s parameters.
+
+    Checks the number of groups, the number of parameters per group and, for every saved state
+    tensor that is not a scalar, that its shape is the parameter's shape.
+    """
+    if "state" not in state_dict or "param_groups" not in state_dict:
+        raise ValueError("state_dict must have the keys 'state' and 'param_groups'")
+    groups, saved_groups = optimizer.param_groups, state_dict["param_groups"]
+    if len(groups) != len(saved_groups):
+        raise ValueError(
+            f"loaded state dict has {len(saved_groups)} parameter groups, "
+            f"the optimizer has {len(groups)}"
+        )
+    saved_state = state_dict["state"]
+    for index, (group, saved) in enumerate(zip(groups, saved_groups)):
+        if len(group["params"]) != len(saved["params"]):
+            raise ValueError(
+                f"loaded state dict's parameter group {index} has {len(saved['params'])} "
+                f"parameters, the optimizer's has {len(group['params'])}"
+            )
+        for position, (param, saved_id) in enumerate(zip(group["params"], saved["params"])):
+            for key, value in saved_state.get(saved_id, {}).items():
+                if isinstance(value, Tensor) and value.dim() > 0 and value.shape != param.shape:
+                    raise ValueError(
+                        f"state {key!r} of parameter {position} in group {index} has shape "
+                        f"{tuple(value.shape)}, the parameter has shape {tuple(param.shape)}"
+                    )

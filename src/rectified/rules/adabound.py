@@ -1,0 +1,80 @@
+"""AdaBound and AMSBound: Adam whose per-element step size is clipped into bounds that close in
+on a final SGD learning rate.
+
+Luo, Xiong, Liu & Sun, "Adaptive Gradient Methods with Dynamic Bound of Learning Rate"
+(ICLR 2019, arXiv 1902.09843):
+
+    g_t = ∇f(θ_{t-1}) (+ λ θ_{t-1})                  (negated under maximize; or decoupled decay)
+    m_t, v_t as in :mod:`rectified.rules.moments`;   AMSBound: v_t <- max(v_{t-1}^max, v_t)
+    α*  = final_lr · γ / γ_0                          (follows lr schedulers: γ_0 = the group's
+                                                       lr when it was added, ``base_lr``)
+    η_l(t) = α* (1 - 1 / (gamma t + 1)),   η_u(t) = α* (1 + 1 / (gamma t))
+    η_t = clip(γ √(1 - β2^t) / ((1 - β1^t)(√v_t + ε)), η_l(t), η_u(t))
+    θ_t = θ_{t-1} - η_t ⊙ m_t
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, NamedTuple
+
+from torch import Tensor
+
+from rectified.rules.adam import adam_moment_keys, prepare_gradients_
+from rectified.rules.base import TensorList, TensorListOps, UpdateRule, scalar, zeros_like
+from rectified.rules.moments import bias_corrections, second_moment_, update_moments_
+
+
+class StepSizeBounds(NamedTuple):
+    lower: float
+    upper: float
+
+
+def adabound_bounds(step: int, final_lr: float, gamma: float) -> StepSizeBounds:
+    """(final_lr (1 - 1/(gamma t + 1)), final_lr (1 + 1/(gamma t))) at step t >= 1."""
+    upper = final_lr * (1 + 1 / (gamma * step)) if gamma * step > 0 else float("inf")
+    return StepSizeBounds(final_lr * (1 - 1 / (gamma * step + 1)), upper)
+
+
+def scaled_final_lr(final_lr: float, lr: float, base_lr: float) -> float:
+    """final_lr · lr / base_lr, so a scheduler that scales lr scales the bounds too."""
+    return final_lr * lr / base_lr if base_lr > 0 else final_lr
+
+
+class AdaBoundRule(UpdateRule):
+    name = "AdaBound"
+
+    def state_keys(self, group: Mapping[str, Any]) -> tuple[str, ...]:
+        return adam_moment_keys(group["amsbound"])
+
+    def init_state(self, param: Tensor, group: Mapping[str, Any]) -> dict[str, Tensor]:
+        return {key: zeros_like(param) for key in self.state_keys(group)}
+
+    def update_(
+        self,
+        ops: TensorListOps,
+        params: TensorList,
+        grads: TensorList,
+        state: dict[str, TensorList],
+        group: Mapping[str, Any],
+        step: int,
+    ) -> None:
+        lr = scalar(group["lr"])
+        beta1, beta2 = (scalar(b) for b in group["betas"])
+        grads = prepare_gradients_(ops, params, grads, group)
+        exp_avgs = state["exp_avg"]
+        update_moments_(ops, grads, exp_avgs, state["exp_avg_sq"], beta1, beta2)
+        second = second_moment_(ops, state["exp_avg_sq"], state, group["amsbound"])
+        bc = bias_corrections(step, beta1, beta2)
+        final_lr = scaled_final_lr(group["final_lr"], lr, group["base_lr"])
+        bounds = adabound_bounds(step, final_lr, group["gamma"])
+        step_sizes = ops.sqrt(second)
+        ops.add_scalar_(step_sizes, group["eps"])
+        ops.reciprocal_(step_sizes)
+        ops.mul_(step_sizes, lr * bc.second_sqrt / bc.first)
+        ops.clamp_(step_sizes, bounds.lower, bounds.upper)
+        ops.mul_tensors_(step_sizes, exp_avgs)
+        ops.add_(params, step_sizes, alpha=-1.0)
+
+
+ADABOUND_RULE = AdaBoundRule()

@@ -1,0 +1,108 @@
+"""What an update rule is, and the list operations it is written in.
+
+A rule is math over lists of tensors. It never loops over parameters itself: it calls the
+list operations of :class:`TensorListOps`, and an engine decides how those run (one tensor at a
+time, ``torch._foreach_*`` kernels, ...). So each rule is written once and every engine runs
+the same definition.
+
+Per-step scalars (bias corrections, rho_t, r_t, AdaBound's bounds) are plain functions of the
+step and the hyperparameters, computed once per call of :meth:`UpdateRule.update_`; the list
+operations only do elementwise work.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, Protocol
+
+import torch
+from torch import Tensor
+
+TensorList = list[Tensor]
+
+
+class TensorListOps(Protocol):
+    """Elementwise operations over equally long lists of tensors (``_`` = in place)."""
+
+    def neg(self, xs: TensorList) -> TensorList: ...
+    def clone(self, xs: TensorList) -> TensorList: ...
+    def sqrt(self, xs: TensorList) -> TensorList: ...
+    def add(self, xs: TensorList, ys: TensorList, alpha: float = 1.0) -> TensorList: ...
+    def add_(self, xs: TensorList, ys: TensorList, alpha: float = 1.0) -> None: ...
+    def add_scalar_(self, xs: TensorList, value: float) -> None: ...
+    def mul_(self, xs: TensorList, value: float) -> None: ...
+    def mul_tensors_(self, xs: TensorList, ys: TensorList) -> None: ...
+    def div_(self, xs: TensorList, value: float) -> None: ...
+    def div_tensors_(self, xs: TensorList, ys: TensorList) -> None: ...
+    def reciprocal_(self, xs: TensorList) -> None: ...
+    def lerp_(self, xs: TensorList, ys: TensorList, weight: float) -> None: ...
+    def addcmul_(self, xs: TensorList, ys: TensorList, zs: TensorList, value: float) -> None: ...
+    def addcdiv_(self, xs: TensorList, ys: TensorList, zs: TensorList, value: float) -> None: ...
+    def maximum_(self, xs: TensorList, ys: TensorList) -> None: ...
+    def clamp_(self, xs: TensorList, low: float, high: float) -> None: ...
+    def copy_(self, xs: TensorList, ys: TensorList) -> None: ...
+
+
+class UpdateRule:
+    """One optimizer's update, as math over lists of tensors.
+
+    Subclasses set ``name`` and implement :meth:`state_keys`, :meth:`init_state` and
+    :meth:`update_`. ``update_`` receives tensors that are all real (complex ones are viewed as
+    real by the engine), on one device, of one dtype and at one step count ``step`` (the count
+    *after* this update, starting at 1).
+    """
+
+    name: str = "rule"
+
+    def state_keys(self, group: Mapping[str, Any]) -> tuple[str, ...]:
+        """Names of the per-parameter state tensors the update reads and writes."""
+        raise NotImplementedError
+
+    def init_state(self, param: Tensor, group: Mapping[str, Any]) -> dict[str, Tensor]:
+        """Fresh state of ``param`` (without ``step``, which the optimizer owns)."""
+        raise NotImplementedError
+
+    def update_(
+        self,
+        ops: TensorListOps,
+        params: TensorList,
+        grads: TensorList,
+        state: dict[str, TensorList],
+        group: Mapping[str, Any],
+        step: int,
+    ) -> None:
+        raise NotImplementedError
+
+
+def zeros_like(param: Tensor) -> Tensor:
+    return torch.zeros_like(param, memory_format=torch.preserve_format)
+
+
+def scalar(value: Any) -> float:
+    """A hyperparameter as a Python float (accepts 1-element tensors, as torch.optim does)."""
+    return float(value.item()) if isinstance(value, Tensor) else float(value)
+
+
+def effective_gradients(
+    ops: TensorListOps,
+    params: TensorList,
+    grads: TensorList,
+    *,
+    maximize: bool,
+    weight_decay: float,
+) -> TensorList:
+    """The gradient the rule follows: negated under ``maximize``, plus L2 decay ``wd * p``.
+
+    Never writes into ``grads`` (they belong to the user).
+    """
+    if maximize:
+        grads = ops.neg(grads)
+    if weight_decay != 0:
+        grads = ops.add(grads, params, alpha=weight_decay)
+    return grads
+
+
+def decay_weights_(ops: TensorListOps, params: TensorList, lr: float, weight_decay: float) -> None:
+    """Decoupled weight decay (Loshchilov & Hutter): ``p <- p * (1 - lr * wd)``."""
+    if weight_decay != 0:
+        ops.mul_(params, 1.0 - lr * weight_decay)

@@ -1,0 +1,194 @@
+"""Lookahead: slow weights that follow the fast weights of any inner optimizer.
+
+Zhang, Lucas, Hinton & Ba, "Lookahead Optimizer: k steps forward, 1 step back"
+(arXiv 1907.08610). With slow weights φ and fast weights θ (the model's parameters):
+
+    φ_0 = θ_0
+    every step:   θ <- A(θ)                           (the inner optimizer's update)
+    every k-th:   φ <- φ + α (θ - φ);   θ <- φ        (interpolate, then reset the fast weights)
+
+so the slow weights are an exponential moving average of the fast weights at the end of each
+inner loop. φ is taken from the parameters at the first step (not at construction), so weights
+loaded after building the optimizer are the ones followed.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict, defaultdict
+from collections.abc import Callable, Mapping
+from itertools import chain
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from rectified.engines import engine_for
+from rectified.engines.foreach import FOREACH
+from rectified.engines.reference import PER_TENSOR
+from rectified.optim.base import _detached_copy, check_state_dict
+
+# Group keys (prefixed: inner optimizers have their own ``alpha``, e.g. RMSprop).
+K, ALPHA, COUNTER = "lookahead_k", "lookahead_alpha", "lookahead_step"
+SLOW = "slow_param"
+
+
+def check_k(k: Any) -> None:
+    if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+        raise ValueError(f"Invalid k value: {k} (expected an integer >= 1)")
+
+
+def check_alpha(alpha: Any) -> None:
+    if isinstance(alpha, bool) or not isinstance(alpha, int | float) or not 0.0 <= alpha <= 1.0:
+        raise ValueError(f"Invalid alpha value: {alpha} (expected 0 <= alpha <= 1)")
+
+
+def _real(t: Tensor) -> Tensor:
+    return torch.view_as_real(t) if t.is_complex() else t
+
+
+class Lookahead(torch.optim.Optimizer):
+    """Lookahead around any ``torch.optim.Optimizer`` (``rectified``'s or torch's).
+
+    ``param_groups`` are the inner optimizer's own list, so schedulers, ``add_param_group`` and
+    hyperparameter changes reach both. Each group carries ``lookahead_k``, ``lookahead_alpha``
+    (so groups may differ) and its sync counter ``lookahead_step``. ``state_dict`` holds the inner
+    optimizer's state plus each parameter's slow weights (``slow_param``) and the counters, and
+    ``load_state_dict`` restores all of them.
+
+    Args:
+        optimizer: the inner optimizer A.
+        k (int): inner steps between two slow-weight updates (default 5).
+        alpha (float): slow-weight step size α in [0, 1] (default 0.5).
+    """
+
+    def __init__(self, optimizer: torch.optim.Optimizer, k: int = 5, alpha: float = 0.5) -> None:
+        if not isinstance(optimizer, torch.optim.Optimizer):
+            raise TypeError(
+                f"Lookahead wraps a torch.optim.Optimizer, got {type(optimizer).__name__}"
+            )
+        check_k(k)
+        check_alpha(alpha)
+        self.optimizer = optimizer
+        self.defaults = {K: k, ALPHA: alpha}
+        self.state: defaultdict[Tensor, dict[str, Any]] = defaultdict(dict)
+        self._init_hooks()
+        for group in self.param_groups:
+            self._prepare_group(group)
+
+    def _init_hooks(self) -> None:
+        # What torch.optim.Optimizer.__init__ sets up; its param bookkeeping is the inner one's.
+        self._optimizer_step_pre_hooks: dict = OrderedDict()
+        self._optimizer_step_post_hooks: dict = OrderedDict()
+        self._optimizer_state_dict_pre_hooks: dict = OrderedDict()
+        self._optimizer_state_dict_post_hooks: dict = OrderedDict()
+        self._optimizer_load_state_dict_pre_hooks: dict = OrderedDict()
+        self._optimizer_load_state_dict_post_hooks: dict = OrderedDict()
+        self._patch_step_function()
+
+    @property
+    def param_groups(self) -> list[dict[str, Any]]:  # type: ignore[override]
+        return self.optimizer.param_groups
+
+    def _prepare_group(self, group: dict[str, Any]) -> None:
+        for key, value in self.defaults.items():
+            group.setdefault(key, value)
+        check_k(group[K])
+        check_alpha(group[ALPHA])
+        group.setdefault(COUNTER, 0)
+
+    def add_param_group(self, param_group: dict[str, Any]) -> None:
+        check_k(param_group.get(K, self.defaults[K]))
+        check_alpha(param_group.get(ALPHA, self.defaults[ALPHA]))
+        self.optimizer.add_param_group(param_group)
+        self._prepare_group(self.param_groups[-1])
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        self.optimizer.zero_grad(set_to_none=set_to_none)
+
+    @torch.no_grad()
+    def step(self, closure: Callable[[], Any] | None = None) -> Any:
+        """One inner step; every ``k``-th step of a group also moves its slow weights."""
+        for group in self.param_groups:
+            self._prepare_group(group)  # validates k and alpha before anything moves
+            for p in group["params"]:
+                if SLOW not in self.state[p]:
+                    self.state[p][SLOW] = p.detach().clone()
+        loss = self.optimizer.step(closure)
+        for group in self.param_groups:
+            group[COUNTER] += 1
+            if group[COUNTER] % group[K] == 0:
+                self._sync_(group)
+        return loss
+
+    def _sync_(self, group: Mapping[str, Any]) -> None:
+        """φ <- φ + α (θ - φ); θ <- φ, for every parameter of the group at once."""
+        ops = FOREACH if engine_for(group) == "foreach" else PER_TENSOR
+        params = [_real(p) for p in group["params"]]
+        if not params:
+            return
+        slows = [_real(self.state[p][SLOW]) for p in group["params"]]
+        ops.lerp_(slows, params, float(group[ALPHA]))
+        ops.copy_(params, slows)
+
+    # -- state_dict ----------------------------------------------------------------------------
+    def _param_ids(self) -> dict[int, int]:
+        """Parameter -> index, numbered as torch.optim.Optimizer.state_dict numbers them."""
+        ids: dict[int, int] = {}
+        for p in chain.from_iterable(g["params"] for g in self.param_groups):
+            ids.setdefault(id(p), len(ids))
+        return ids
+
+    def state_dict(self) -> dict[str, Any]:
+        for pre_hook in self._optimizer_state_dict_pre_hooks.values():
+            pre_hook(self)
+        inner = self.optimizer.state_dict()
+        state = {index: dict(entry) for index, entry in inner["state"].items()}
+        ids = self._param_ids()
+        for p in chain.from_iterable(g["params"] for g in self.param_groups):
+            if SLOW in self.state.get(p, {}):
+                state.setdefault(ids[id(p)], {})[SLOW] = self.state[p][SLOW]
+        state_dict = {**inner, "state": state}
+        for post_hook in self._optimizer_state_dict_post_hooks.values():
+            result = post_hook(self, state_dict)
+            if result is not None:
+                state_dict = result
+        return state_dict
+
+    def load_state_dict(self, state_dict: Mapping[str, Any]) -> None:
+        state_dict = dict(state_dict)
+        for pre_hook in self._optimizer_load_state_dict_pre_hooks.values():
+            result = pre_hook(self, state_dict)
+            if result is not None:
+                state_dict = result
+        check_state_dict(self, state_dict)
+        inner_state, slow = {}, {}
+        for index, entry in state_dict["state"].items():
+            entry = dict(entry)
+            if SLOW in entry:
+                slow[index] = entry.pop(SLOW)
+            if entry:
+                inner_state[index] = entry
+        saved_ids = chain.from_iterable(g["params"] for g in state_dict["param_groups"])
+        params = chain.from_iterable(g["params"] for g in self.param_groups)
+        by_id = dict(zip(saved_ids, params))
+        self.optimizer.load_state_dict({**state_dict, "state": inner_state})
+        self.state = defaultdict(dict)
+        for index, tensor in slow.items():
+            param = by_id[index]
+            self.state[param][SLOW] = _detached_copy(tensor).to(param.device, param.dtype)
+        for group in self.param_groups:
+            self._prepare_group(group)
+        for post_hook in self._optimizer_load_state_dict_post_hooks.values():
+            post_hook(self)
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {"optimizer": self.optimizer, "defaults": self.defaults, "state": self.state}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._init_hooks()
+
+    def __repr__(self) -> str:
+        k, alpha = self.defaults[K], self.defaults[ALPHA]
+        inner = "\n".join("    " + line for line in repr(self.optimizer).splitlines())
+        return f"{type(self).__name__}(k={k}, alpha={alpha},\n{inner}\n)"
