@@ -15,10 +15,16 @@ from collections.abc import Sequence
 # command -> (module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
     "compare": ("rectified.experiments.compare", "train a small real model with Adam and RAdam"),
+    "variance": ("rectified.variance.command", "the variance of the adaptive learning rate"),
+    "train": ("rectified.experiments.commands.train", "train one task with one optimizer"),
+    "sweep": ("rectified.experiments.commands.sweep", "many runs over optimizers, lrs, seeds"),
+    "reproduce": ("rectified.experiments.commands.reproduce", "the paper's claims, then a report"),
+    "report": ("rectified.experiments.commands.report", "rebuild a report from run folders"),
 }
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The parser; only ``command``'s module is imported to add its arguments."""
     parser = argparse.ArgumentParser(
         prog="rectified", description="Adaptive optimizers built around RAdam, and their lab."
     )
@@ -27,12 +33,15 @@ def build_parser() -> argparse.ArgumentParser:
     for name, (module_name, help_text) in COMMANDS.items():
         sub = commands.add_parser(name, help=help_text, description=help_text)
         sub.set_defaults(_module=module_name)
-        importlib.import_module(module_name).add_arguments(sub)
+        if name == command:
+            importlib.import_module(module_name).add_arguments(sub)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    command = next((a for a in argv if not a.startswith("-")), None)
+    parser = build_parser(command)
     args = parser.parse_args(argv)
     module = importlib.import_module(args._module)
     try:
