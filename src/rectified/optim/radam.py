@@ -13,7 +13,7 @@ from rectified.rules import radam as radam_rule
 
 
 def check_threshold(threshold: Any) -> None:
-    if not isinstance(threshold, int | float) or not radam_rule.PAPER_THRESHOLD <= threshold:
+    if not isinstance(threshold, int | float) or threshold < radam_rule.PAPER_THRESHOLD:
         raise ValueError(f"Invalid threshold value: {threshold} (r_t needs rho_t > 4)")
 
 

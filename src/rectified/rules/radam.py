@@ -67,9 +67,8 @@ def rho_t(step: float, beta2: float) -> float:
 
 def rectification_from_rho(rho: float, rho_infinity: float) -> float:
     """r = √((ρ - 4)(ρ - 2) ρ_∞ / ((ρ_∞ - 4)(ρ_∞ - 2) ρ)) for ρ > 4 (and ρ_∞ > 4)."""
-    return math.sqrt(
-        (rho - 4.0) * (rho - 2.0) * rho_infinity / ((rho_infinity - 4.0) * (rho_infinity - 2.0) * rho)
-    )
+    numerator = (rho - 4.0) * (rho - 2.0) * rho_infinity
+    return math.sqrt(numerator / ((rho_infinity - 4.0) * (rho_infinity - 2.0) * rho))
 
 
 def rectification_term(step: float, beta2: float, threshold: float = DEFAULT_THRESHOLD) -> float:

@@ -166,8 +166,8 @@ class Lookahead(torch.optim.Optimizer):
             entry = dict(entry)
             if SLOW in entry:
                 slow[index] = entry.pop(SLOW)
-            if entry:
-                inner_state[index] = entry
+            if entry:  # copied: torch.optim's own load keeps the caller's tensors
+                inner_state[index] = _detached_copy(entry)
         saved_ids = chain.from_iterable(g["params"] for g in state_dict["param_groups"])
         params = chain.from_iterable(g["params"] for g in self.param_groups)
         by_id = dict(zip(saved_ids, params))
@@ -175,7 +175,7 @@ class Lookahead(torch.optim.Optimizer):
         self.state = defaultdict(dict)
         for index, tensor in slow.items():
             param = by_id[index]
-            self.state[param][SLOW] = _detached_copy(tensor).to(param.device, param.dtype)
+            self.state[param][SLOW] = tensor.detach().to(param.device, param.dtype, copy=True)
         for group in self.param_groups:
             self._prepare_group(group)
         for post_hook in self._optimizer_load_state_dict_post_hooks.values():
