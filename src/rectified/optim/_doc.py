@@ -20,4 +20,8 @@ COMMON_ARGS = """\
     foreach (bool, optional): engine choice as in torch.optim: ``True`` runs the foreach
         (multi-tensor) engine, ``False`` the per-tensor reference engine, ``None`` (default)
         picks foreach. Results agree up to float rounding.
-    maximize (bool): maximize the objective instead of minimizing it (default False)."""
+    maximize (bool): maximize the objective instead of minimizing it (default False).
+    skip_nonfinite (bool): check every gradient before a step; if any holds NaN or inf, skip
+        the whole step for every param group and count it in each group's
+        ``nonfinite_skips`` (default False: the step proceeds and NaN propagates, as in
+        torch.optim)."""

@@ -49,6 +49,7 @@ class AdaBound(RuleOptimizer):
         decoupled_weight_decay: bool = False,
         foreach: bool | None = None,
         maximize: bool = False,
+        skip_nonfinite: bool = False,
     ) -> None:
         defaults = dict(
             lr=lr,
@@ -61,6 +62,7 @@ class AdaBound(RuleOptimizer):
             decoupled_weight_decay=decoupled_weight_decay,
             foreach=foreach,
             maximize=maximize,
+            skip_nonfinite=skip_nonfinite,
         )
         super().__init__(params, defaults)
 

@@ -44,9 +44,11 @@ class Adadelta(RuleOptimizer):
         foreach: bool | None = None,
         *,
         maximize: bool = False,
+        skip_nonfinite: bool = False,
     ) -> None:
         defaults = dict(
-            lr=lr, rho=rho, eps=eps, weight_decay=weight_decay, foreach=foreach, maximize=maximize
+            lr=lr, rho=rho, eps=eps, weight_decay=weight_decay, foreach=foreach, maximize=maximize,
+            skip_nonfinite=skip_nonfinite,
         )
         super().__init__(params, defaults)
 

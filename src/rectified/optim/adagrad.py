@@ -46,6 +46,7 @@ class Adagrad(RuleOptimizer):
         foreach: bool | None = None,
         *,
         maximize: bool = False,
+        skip_nonfinite: bool = False,
     ) -> None:
         defaults = dict(
             lr=lr,
@@ -55,6 +56,7 @@ class Adagrad(RuleOptimizer):
             eps=eps,
             foreach=foreach,
             maximize=maximize,
+            skip_nonfinite=skip_nonfinite,
         )
         super().__init__(params, defaults)
 

@@ -64,6 +64,7 @@ class Adam(RuleOptimizer):
         foreach: bool | None = None,
         maximize: bool = False,
         decoupled_weight_decay: bool = False,
+        skip_nonfinite: bool = False,
     ) -> None:
         defaults = dict(
             lr=lr,
@@ -74,6 +75,7 @@ class Adam(RuleOptimizer):
             foreach=foreach,
             maximize=maximize,
             decoupled_weight_decay=decoupled_weight_decay,
+            skip_nonfinite=skip_nonfinite,
         )
         super().__init__(params, defaults)
 
@@ -107,6 +109,7 @@ class AdamW(Adam):
         *,
         foreach: bool | None = None,
         maximize: bool = False,
+        skip_nonfinite: bool = False,
     ) -> None:
         super().__init__(
             params,
@@ -118,6 +121,7 @@ class AdamW(Adam):
             foreach=foreach,
             maximize=maximize,
             decoupled_weight_decay=True,
+            skip_nonfinite=skip_nonfinite,
         )
 
     def __setstate__(self, state: dict[str, Any]) -> None:

@@ -24,6 +24,7 @@ from torch import Tensor
 from torch.optim.optimizer import _get_scalar_dtype
 
 from rectified.engines import apply_rule, engine_for
+from rectified.optim.validation import check_bool
 from rectified.rules.base import UpdateRule
 
 StateDict = dict[str, Any]
@@ -47,7 +48,7 @@ class RuleOptimizer(torch.optim.Optimizer):
     rule: ClassVar[UpdateRule]
 
     def __init__(self, params: Iterable[Any], defaults: dict[str, Any]) -> None:
-        self.validate_group(defaults)
+        self._validate(defaults)
         super().__init__(params, defaults)
 
     # -- validation --------------------------------------------------------------------------
@@ -55,9 +56,15 @@ class RuleOptimizer(torch.optim.Optimizer):
         """Raise ``ValueError`` naming the first invalid hyperparameter of ``group``."""
         raise NotImplementedError
 
+    def _validate(self, group: Mapping[str, Any]) -> None:
+        self.validate_group(group)
+        check_bool("skip_nonfinite", group.get("skip_nonfinite", False))
+        if group.get("foreach") not in (None, True, False):
+            raise ValueError(f"Invalid foreach value: {group['foreach']!r} (expected None or a bool)")
+
     def add_param_group(self, param_group: dict[str, Any]) -> None:
         merged = {**self.defaults, **param_group}
-        self.validate_group(merged)
+        self._validate(merged)
         super().add_param_group(param_group)
         self.prepare_group(param_group)
 
@@ -73,12 +80,19 @@ class RuleOptimizer(torch.optim.Optimizer):
             with torch.enable_grad():
                 loss = closure()
         plans = [(group, self._params_with_grad(group)) for group in self.param_groups]
+        if self._skips_nonfinite() and not _all_finite([p.grad for _, ps in plans for p in ps]):
+            for group in self.param_groups:
+                group["nonfinite_skips"] = group.get("nonfinite_skips", 0) + 1
+            return loss
         for group, params in plans:
             self._step_group(group, params)
         return loss
 
+    def _skips_nonfinite(self) -> bool:
+        return any(group.get("skip_nonfinite", False) for group in self.param_groups)
+
     def _params_with_grad(self, group: Mapping[str, Any]) -> list[Tensor]:
-        self.validate_group(group)
+        self._validate(group)
         params = [p for p in group["params"] if p.grad is not None]
         for p in params:
             if p.grad.is_sparse:
@@ -129,6 +143,15 @@ class RuleOptimizer(torch.optim.Optimizer):
             "state": {k: _detached_copy(v) for k, v in state_dict["state"].items()},
         }
         super().load_state_dict(state_dict)
+
+
+def _all_finite(tensors: list[Tensor]) -> bool:
+    """Whether no tensor holds a NaN or an infinity (one host read for the whole list)."""
+    tensors = [t for t in tensors if t.numel() > 0]
+    if not tensors:
+        return True
+    # The max-abs norm is NaN or inf exactly when the tensor holds one.
+    return bool(torch.stack(torch._foreach_norm(tensors, float("inf"))).isfinite().all())
 
 
 def _detached_copy(value: Any) -> Any:

@@ -51,6 +51,7 @@ class RAdam(RuleOptimizer):
         degenerated_to_sgd: bool = True,
         foreach: bool | None = None,
         maximize: bool = False,
+        skip_nonfinite: bool = False,
     ) -> None:
         defaults = dict(
             lr=lr,
@@ -62,6 +63,7 @@ class RAdam(RuleOptimizer):
             degenerated_to_sgd=degenerated_to_sgd,
             foreach=foreach,
             maximize=maximize,
+            skip_nonfinite=skip_nonfinite,
         )
         super().__init__(params, defaults)
 

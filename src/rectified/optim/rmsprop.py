@@ -48,6 +48,7 @@ class RMSprop(RuleOptimizer):
         centered: bool = False,
         foreach: bool | None = None,
         maximize: bool = False,
+        skip_nonfinite: bool = False,
     ) -> None:
         defaults = dict(
             lr=lr,
@@ -58,6 +59,7 @@ class RMSprop(RuleOptimizer):
             centered=centered,
             foreach=foreach,
             maximize=maximize,
+            skip_nonfinite=skip_nonfinite,
         )
         super().__init__(params, defaults)
 

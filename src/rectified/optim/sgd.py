@@ -42,6 +42,7 @@ class SGD(RuleOptimizer):
         *,
         maximize: bool = False,
         foreach: bool | None = None,
+        skip_nonfinite: bool = False,
     ) -> None:
         defaults = dict(
             lr=lr,
@@ -51,6 +52,7 @@ class SGD(RuleOptimizer):
             nesterov=nesterov,
             maximize=maximize,
             foreach=foreach,
+            skip_nonfinite=skip_nonfinite,
         )
         super().__init__(params, defaults)
 

@@ -53,7 +53,8 @@ class Lookahead(torch.optim.Optimizer):
     hyperparameter changes reach both. Each group carries ``lookahead_k``, ``lookahead_alpha``
     (so groups may differ) and its sync counter ``lookahead_step``. ``state_dict`` holds the inner
     optimizer's state plus each parameter's slow weights (``slow_param``) and the counters, and
-    ``load_state_dict`` restores all of them.
+    ``load_state_dict`` restores all of them. Steps that move nothing (skipped for non-finite
+    gradients, or with lr = 0 everywhere) do not count towards ``k``.
 
     Args:
         optimizer: the inner optimizer A.
@@ -107,13 +108,22 @@ class Lookahead(torch.optim.Optimizer):
 
     @torch.no_grad()
     def step(self, closure: Callable[[], Any] | None = None) -> Any:
-        """One inner step; every ``k``-th step of a group also moves its slow weights."""
+        """One inner step; every ``k``-th step of a group also moves its slow weights.
+
+        A step the inner optimizer skipped (``skip_nonfinite``) or one with lr = 0 in every
+        group (it moves nothing, e.g. the state initialisation of
+        ``torch.distributed.checkpoint``) does not count towards ``k``.
+        """
         for group in self.param_groups:
             self._prepare_group(group)  # validates k and alpha before anything moves
             for p in group["params"]:
                 if SLOW not in self.state[p]:
                     self.state[p][SLOW] = p.detach().clone()
+        skips = [group.get("nonfinite_skips", 0) for group in self.param_groups]
         loss = self.optimizer.step(closure)
+        skipped = skips != [group.get("nonfinite_skips", 0) for group in self.param_groups]
+        if skipped or all(float(group["lr"]) == 0.0 for group in self.param_groups):
+            return loss
         for group in self.param_groups:
             group[COUNTER] += 1
             if group[COUNTER] % group[K] == 0:

@@ -30,7 +30,8 @@ class Ranger(Lookahead):
         alpha (float): slow-weight step size (default 0.5).
         threshold (float): RAdam's ρ_t threshold (default 5.0).
         degenerated_to_sgd (bool): momentum step below the threshold (default True).
-        foreach (bool, optional), maximize (bool): as for :class:`rectified.RAdam`.
+        foreach (bool, optional), maximize (bool), skip_nonfinite (bool): as for
+            :class:`rectified.RAdam`.
     """
 
     def __init__(
@@ -48,6 +49,7 @@ class Ranger(Lookahead):
         degenerated_to_sgd: bool = True,
         foreach: bool | None = None,
         maximize: bool = False,
+        skip_nonfinite: bool = False,
     ) -> None:
         inner = RAdam(
             params,
@@ -60,5 +62,6 @@ class Ranger(Lookahead):
             degenerated_to_sgd=degenerated_to_sgd,
             foreach=foreach,
             maximize=maximize,
+            skip_nonfinite=skip_nonfinite,
         )
         super().__init__(inner, k=k, alpha=alpha)
