@@ -168,7 +168,9 @@ def check_state_dict(optimizer: torch.optim.Optimizer, state_dict: Mapping[str, 
     """Raise ``ValueError`` if ``state_dict`` does not fit ``optimizer``'s parameters.
 
     Checks the number of groups, the number of parameters per group and, for every saved state
-    tensor that is not a scalar, that its shape is the parameter's shape.
+    tensor that is not a scalar, that its shape is the parameter's shape and its dtype of the
+    parameter's kind (complex for complex parameters, floating point for floating ones; a
+    different float width is cast on load, as torch.optim does).
     """
     if "state" not in state_dict or "param_groups" not in state_dict:
         raise ValueError("state_dict must have the keys 'state' and 'param_groups'")
@@ -187,8 +189,17 @@ def check_state_dict(optimizer: torch.optim.Optimizer, state_dict: Mapping[str, 
             )
         for position, (param, saved_id) in enumerate(zip(group["params"], saved["params"])):
             for key, value in saved_state.get(saved_id, {}).items():
-                if isinstance(value, Tensor) and value.dim() > 0 and value.shape != param.shape:
+                if not isinstance(value, Tensor) or value.dim() == 0:
+                    continue
+                where = f"state {key!r} of parameter {position} in group {index}"
+                if value.shape != param.shape:
                     raise ValueError(
-                        f"state {key!r} of parameter {position} in group {index} has shape "
-                        f"{tuple(value.shape)}, the parameter has shape {tuple(param.shape)}"
+                        f"{where} has shape {tuple(value.shape)}, the parameter has shape "
+                        f"{tuple(param.shape)}"
+                    )
+                if value.is_complex() != param.is_complex() or (
+                    param.is_floating_point() and not value.is_floating_point()
+                ):
+                    raise ValueError(
+                        f"{where} has dtype {value.dtype}, the parameter has dtype {param.dtype}"
                     )
