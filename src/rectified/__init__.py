@@ -3,6 +3,7 @@
 Liu et al., "On the Variance of the Adaptive Learning Rate and Beyond" (arXiv 1908.03265).
 """
 
+from rectified import schedules
 from rectified.optim import SGD, AdaBound, Adadelta, Adagrad, Adam, AdamW, RAdam, RMSprop
 from rectified.rules.radam import rectification_term, rho_inf, rho_t
 from rectified.wrappers import Lookahead, Ranger
@@ -24,4 +25,5 @@ __all__ = [
     "rectification_term",
     "rho_inf",
     "rho_t",
+    "schedules",
 ]
