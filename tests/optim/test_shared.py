@@ -258,3 +258,21 @@ def test_low_precision_params_track_float64(case, dtype, rtol):
             if torch.is_tensor(value) and value.dim() > 0:
                 assert value.dtype == dtype
     assert_close_relative([p.detach().double() for p in params], exact, rtol=rtol)
+
+
+@pytest.mark.parametrize("cls", [rectified.Adam, rectified.AdamW, rectified.RAdam,
+                                 rectified.AdaBound, rectified.Ranger])
+def test_tensor_betas(cls):
+    """1-element tensor betas behave as their floats; larger tensors are refused."""
+    def trajectory(betas):
+        params = make_params()
+        optimizer = cls(params, lr=0.01, betas=betas)
+        apply_(optimizer, params, gradient_sequence(params, 6))
+        return params
+
+    as_float = trajectory((0.8, 0.99))
+    as_tensor = trajectory((torch.tensor(0.8, dtype=torch.float64),
+                            torch.tensor(0.99, dtype=torch.float64)))
+    assert all(torch.equal(a, b) for a, b in zip(as_tensor, as_float))
+    with pytest.raises(ValueError, match=re.escape("Tensor betas[0] must be 1-element")):
+        cls(make_params(), betas=(torch.tensor([0.9, 0.8]), 0.999))
