@@ -14,7 +14,6 @@ from collections.abc import Sequence
 
 # command -> (module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
-    "compare": ("rectified.experiments.compare", "train a small real model with Adam and RAdam"),
     "variance": ("rectified.variance.command", "the variance of the adaptive learning rate"),
     "train": ("rectified.experiments.commands.train", "train one task with one optimizer"),
     "sweep": ("rectified.experiments.commands.sweep", "many runs over optimizers, lrs, seeds"),

@@ -1,0 +1,1 @@
+"""The ``rectified`` commands of the experiments: train, sweep, reproduce, report."""

@@ -1,0 +1,114 @@
+"""Figures of the report, drawn from run records.
+
+Figures are plain ``matplotlib.figure.Figure`` objects rendered to PNG by the Agg canvas, so
+drawing them neither needs a display nor changes pyplot's global backend.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+from matplotlib.axes import Axes
+from matplotlib.figure import Figure
+
+from rectified.experiments.records import Run, mean_curve
+
+
+def png_bytes(figure: Figure) -> bytes:
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=110, bbox_inches="tight")
+    return buffer.getvalue()
+
+
+def curves(groups: Mapping[str, list[Run]], columns: Sequence[tuple[str, str]],
+           title: str, log_y: Sequence[bool] = ()) -> Figure:
+    """One panel per (column, label): mean over seeds with a min-max band, one line per group.
+
+    Training loss is smoothed over a trailing window of 1/50 of the run.
+    """
+    figure = Figure(figsize=(5.2 * len(columns), 3.6))
+    axes = figure.subplots(1, len(columns), squeeze=False)
+    for index, (column, label) in enumerate(columns):
+        ax = axes[0][index]
+        for name, runs in groups.items():
+            smooth = max(1, len(runs[0].rows) // 50) if column == "train_loss" else 1
+            steps, mean, low, high = mean_curve(runs, column, smooth)
+            if len(steps) == 0:
+                continue
+            (line,) = ax.plot(steps, mean, label=f"{name} (n={len(runs)})", linewidth=1.4)
+            ax.fill_between(steps, low, high, color=line.get_color(), alpha=0.18, linewidth=0)
+        ax.set_xlabel("step")
+        ax.set_ylabel(label)
+        if index < len(log_y) and log_y[index]:
+            ax.set_yscale("log")
+        ax.grid(alpha=0.3)
+        _clip_to_finite(ax)
+        ax.legend(fontsize=8)
+    figure.suptitle(title)
+    figure.tight_layout()
+    return figure
+
+
+def _clip_to_finite(ax: Axes) -> None:
+    """Keep a diverged curve from flattening the others: the y range ends at the 98th
+    percentile of the plotted finite values (for losses, where lower is the story)."""
+    values = np.concatenate([np.asarray(line.get_ydata(), dtype=float) for line in ax.lines]
+                            or [np.zeros(0)])
+    values = values[np.isfinite(values)]
+    if len(values) and ax.get_yscale() == "linear":
+        low, high = float(values.min()), float(np.percentile(values, 98))
+        if high > low:
+            ax.set_ylim(low - 0.05 * (high - low), high + 0.05 * (high - low))
+
+
+def final_vs_lr(series: Mapping[str, Mapping[float, Sequence[float]]], metric: str,
+                title: str) -> Figure:
+    """Final metric (mean ± sd over seeds) against the learning rate, one line per series."""
+    figure = Figure(figsize=(6.0, 3.8))
+    ax = figure.subplots()
+    for name, by_lr in series.items():
+        lrs = sorted(by_lr)
+        means = [float(np.mean(by_lr[lr])) for lr in lrs]
+        sds = [float(np.std(by_lr[lr], ddof=1)) if len(by_lr[lr]) > 1 else 0.0 for lr in lrs]
+        ax.errorbar(lrs, means, yerr=sds, marker="o", capsize=3, label=name, linewidth=1.3)
+    ax.set_xscale("log")
+    ax.set_xlabel("learning rate")
+    ax.set_ylabel(metric)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    ax.set_title(title)
+    figure.tight_layout()
+    return figure
+
+
+def histogram_panels(panels: Sequence[tuple[str, np.ndarray, np.ndarray, np.ndarray]],
+                     title: str) -> Figure:
+    """Heatmaps of |gradient| histograms over the first steps, one panel per run.
+
+    Each panel is (label, steps, log10 bin edges, counts[n_steps, n_bins]).
+    """
+    from rectified.variance.plots import plot_histogram_heatmap
+
+    columns = len(panels)
+    figure = Figure(figsize=(4.2 * columns, 3.6))
+    axes = figure.subplots(1, columns, squeeze=False)
+    for ax, (label, steps, edges, counts) in zip(axes[0], panels, strict=True):
+        plot_histogram_heatmap(steps, edges, counts, ax=ax, title=label)
+    figure.suptitle(title)
+    figure.tight_layout()
+    return figure
+
+
+def median_log10(edges: np.ndarray, counts: np.ndarray) -> float:
+    """The median of log10 |x| of a binned histogram (linear inside the bin)."""
+    total = counts.sum()
+    if total <= 0:
+        return math.nan
+    cumulative = np.cumsum(counts)
+    index = int(np.searchsorted(cumulative, total / 2.0))
+    before = cumulative[index - 1] if index else 0
+    inside = (total / 2.0 - before) / max(counts[index], 1)
+    return float(edges[index] + inside * (edges[index + 1] - edges[index]))

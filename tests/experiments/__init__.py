@@ -1,0 +1,1 @@
+"""Tests of rectified.experiments: tasks, recipes, runs, sweeps, the reproduce suite."""
