@@ -3,9 +3,11 @@
 * ``reference``: the rule runs once per parameter, with plain tensor ops (:mod:`.reference`).
 * ``foreach``: the rule runs once per bucket of parameters that share device, dtype and step
   count, with ``torch._foreach_*`` ops (:mod:`.foreach`).
+* ``fused``: the rule is traced into an elementwise program that one C++ kernel runs over a
+  whole bucket in a single pass (:mod:`.fused`, CPU only).
 
-Both call the same :meth:`~rectified.rules.base.UpdateRule.update_`, so they agree up to float
-rounding; the tests hold them equal in float64.
+All call the same :meth:`~rectified.rules.base.UpdateRule.update_`, so they agree up to float
+rounding; the tests hold them equal.
 """
 
 from __future__ import annotations
@@ -17,20 +19,57 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from rectified.engines import fused
 from rectified.engines.foreach import FOREACH
 from rectified.engines.reference import PER_TENSOR
 from rectified.rules.base import UpdateRule
 
-ENGINES = ("reference", "foreach")
+ENGINES = ("reference", "foreach", "fused")
 
 
 def engine_for(group: Mapping[str, Any]) -> str:
-    """The engine a group asks for through ``foreach`` (None picks foreach)."""
-    return "reference" if group.get("foreach") is False else "foreach"
+    """The engine a group asks for through ``fused`` and ``foreach``.
+
+    ``fused=True`` runs fused (compiling the kernel on first use; if that is impossible, warns
+    once and runs foreach). ``foreach=False`` runs the reference engine. With both None, a group
+    whose optimizer offers ``fused`` runs fused when the kernel is already built (see
+    :mod:`rectified.engines.extension`); everything else runs foreach.
+    """
+    if group.get("fused"):
+        return "fused" if fused.available(build_if_missing=True) else "foreach"
+    if group.get("foreach") is False:
+        return "reference"
+    auto = "fused" in group and group["fused"] is None and group.get("foreach") is None
+    return "fused" if auto and fused.available() else "foreach"
+
+
+def check_engine(group: Mapping[str, Any], params: Sequence[Tensor]) -> None:
+    """Raise ``RuntimeError`` if ``fused=True`` is asked for tensors it cannot run."""
+    if group.get("fused") and not all(p.is_cpu for p in params):
+        devices = sorted({p.device.type for p in params} - {"cpu"})
+        raise RuntimeError(
+            f"fused=True supports CPU tensors only, got tensors on {', '.join(devices)}; "
+            "use fused=None or foreach=True there"
+        )
 
 
 def _real(tensor: Tensor) -> Tensor:
     return torch.view_as_real(tensor) if tensor.is_complex() else tensor
+
+
+def _buckets(params: Sequence[Tensor], steps: Sequence[int], by_device: bool) -> dict:
+    """Indices of the params that share a key: (device, dtype, step) for foreach, and for the
+    fused kernel (which takes any device and dtype mix) (float64 or not, step)."""
+    if by_device:
+        keys = [(p.device, p.dtype, step) for p, step in zip(params, steps)]
+    else:
+        keys = [(p.dtype is torch.float64, step) for p, step in zip(params, steps)]
+    if len(set(keys)) == 1:
+        return {keys[0]: list(range(len(keys)))}
+    buckets: dict[tuple, list[int]] = defaultdict(list)
+    for i, key in enumerate(keys):
+        buckets[key].append(i)
+    return buckets
 
 
 def apply_rule(
@@ -43,25 +82,51 @@ def apply_rule(
     steps: Sequence[int],
 ) -> None:
     """Run ``rule`` on ``params`` with ``engine``; ``steps[i]`` is param i's new step count."""
-    keys = rule.state_keys(group)
-    params = [_real(p) for p in params]
-    grads = [_real(g) for g in grads]
-    tensors = [{k: _real(s[k]) for k in keys} for s in states]
-    if engine == "reference":
-        for p, g, s, step in zip(params, grads, tensors, steps):
-            rule.update_(PER_TENSOR, [p], [g], {k: [s[k]] for k in keys}, group, step)
-    elif engine == "foreach":
-        buckets: dict[tuple, list[int]] = defaultdict(list)
-        for i, (p, step) in enumerate(zip(params, steps)):
-            buckets[(p.device, p.dtype, step)].append(i)
-        for (_, _, step), index in buckets.items():
-            rule.update_(
-                FOREACH,
-                [params[i] for i in index],
-                [grads[i] for i in index],
-                {k: [tensors[i][k] for i in index] for k in keys},
-                group,
-                step,
-            )
-    else:
+    if engine not in ENGINES:
         raise ValueError(f"Unknown engine: {engine!r} (expected one of {ENGINES})")
+    keys = rule.state_keys(group)
+    slots = [list(params), list(grads), *([s[k] for s in states] for k in keys)]
+    if any(p.is_complex() for p in params):  # then their grads and state are complex too
+        slots = [[_real(x) for x in xs] for xs in slots]
+    if engine == "reference":
+        for i, step in enumerate(steps):
+            _update(rule, PER_TENSOR, group, keys, [[xs[i]] for xs in slots], step)
+    elif engine == "foreach":
+        _apply_foreach(rule, group, keys, slots, steps)
+    else:
+        _apply_fused(rule, group, keys, slots, steps)
+
+
+def _update(rule, ops, group, keys, slots, step) -> None:
+    params, grads, *state = slots
+    rule.update_(ops, params, grads, dict(zip(keys, state)), group, step)
+
+
+def _select(slots: list[list[Tensor]], index: Sequence[int]) -> list[list[Tensor]]:
+    if len(index) == len(slots[0]):  # buckets list indices in order: this is all of them
+        return slots
+    return [[xs[i] for i in index] for xs in slots]
+
+
+def _apply_foreach(rule, group, keys, slots, steps) -> None:
+    for (*_, step), index in _buckets(slots[0], steps, by_device=True).items():
+        _update(rule, FOREACH, group, keys, _select(slots, index), step)
+
+
+def _apply_fused(rule, group, keys, slots, steps) -> None:
+    # Every bucket's program is traced (so every scalar computed) before any tensor is written.
+    plans = []
+    for (_, step), index in _buckets(slots[0], steps, by_device=False).items():
+        program = fused.trace(
+            lambda ops, *lists, step=step: _update(rule, ops, group, keys, lists, step),
+            len(slots),
+        )
+        plans.append((program, index, step))
+    leftovers: list[int] = []
+    left_steps: list[int] = []
+    for program, index, step in plans:
+        skipped = fused.run(program, _select(slots, index))
+        leftovers += [index[i] for i in skipped]
+        left_steps += [step] * len(skipped)
+    if leftovers:
+        _apply_foreach(rule, group, keys, _select(slots, leftovers), left_steps)

@@ -16,6 +16,14 @@ def with_algorithm(summary: str, rule_module: ModuleType, arguments: str) -> str
     )
 
 
+FUSED_ARGS = """\
+    fused (bool, optional): ``True`` runs the fused CPU engine (one C++ pass per step over all
+        parameters; the kernel is compiled on first use, or ahead of time with
+        ``python -m rectified.engines.build``; without a compiler it warns once and runs
+        foreach). ``None`` (default) runs fused when the kernel is already built and
+        ``foreach`` is not set. Tensors off the CPU or not contiguous run foreach; ``True``
+        with CUDA parameters is an error, and so is ``fused=True`` with ``foreach=True``."""
+
 COMMON_ARGS = """\
     foreach (bool, optional): engine choice as in torch.optim: ``True`` runs the foreach
         (multi-tensor) engine, ``False`` the per-tensor reference engine, ``None`` (default)

@@ -5,7 +5,7 @@ from typing import Any
 
 from torch import Tensor
 
-from rectified.optim._doc import COMMON_ARGS, with_algorithm
+from rectified.optim._doc import COMMON_ARGS, FUSED_ARGS, with_algorithm
 from rectified.optim.adam import ADAM_ARGS, check_adam_family
 from rectified.optim.base import RuleOptimizer
 from rectified.optim.validation import check_bool, check_in_range
@@ -29,6 +29,7 @@ class AdaBound(RuleOptimizer):
                 ``decoupled_weight_decay``.
             amsbound (bool): use the running maximum of v (AMSBound, default False).
             decoupled_weight_decay (bool): AdamW-style decay (default False).
+        {FUSED_ARGS}
         {COMMON_ARGS}
         """,
     )
@@ -48,6 +49,7 @@ class AdaBound(RuleOptimizer):
         *,
         decoupled_weight_decay: bool = False,
         foreach: bool | None = None,
+        fused: bool | None = None,
         maximize: bool = False,
         skip_nonfinite: bool = False,
     ) -> None:
@@ -61,6 +63,7 @@ class AdaBound(RuleOptimizer):
             amsbound=amsbound,
             decoupled_weight_decay=decoupled_weight_decay,
             foreach=foreach,
+            fused=fused,
             maximize=maximize,
             skip_nonfinite=skip_nonfinite,
         )

@@ -5,7 +5,7 @@ from typing import Any
 
 from torch import Tensor
 
-from rectified.optim._doc import COMMON_ARGS, with_algorithm
+from rectified.optim._doc import COMMON_ARGS, FUSED_ARGS, with_algorithm
 from rectified.optim.base import RuleOptimizer
 from rectified.optim.validation import (
     check_betas,
@@ -46,6 +46,7 @@ class Adam(RuleOptimizer):
                 ``decoupled_weight_decay``.
             amsgrad (bool): use the running maximum of v (AMSGrad, default False).
             decoupled_weight_decay (bool): AdamW-style decay θ <- θ (1 - γλ) (default False).
+        {FUSED_ARGS}
         {COMMON_ARGS}
         """,
     )
@@ -62,6 +63,7 @@ class Adam(RuleOptimizer):
         amsgrad: bool = False,
         *,
         foreach: bool | None = None,
+        fused: bool | None = None,
         maximize: bool = False,
         decoupled_weight_decay: bool = False,
         skip_nonfinite: bool = False,
@@ -73,6 +75,7 @@ class Adam(RuleOptimizer):
             weight_decay=weight_decay,
             amsgrad=amsgrad,
             foreach=foreach,
+            fused=fused,
             maximize=maximize,
             decoupled_weight_decay=decoupled_weight_decay,
             skip_nonfinite=skip_nonfinite,
@@ -94,6 +97,7 @@ class AdamW(Adam):
         {ADAM_ARGS}
             weight_decay (float): decoupled weight decay λ, θ <- θ (1 - γλ) (default 1e-2).
             amsgrad (bool): use the running maximum of v (AMSGrad, default False).
+        {FUSED_ARGS}
         {COMMON_ARGS}
         """,
     )
@@ -108,6 +112,7 @@ class AdamW(Adam):
         amsgrad: bool = False,
         *,
         foreach: bool | None = None,
+        fused: bool | None = None,
         maximize: bool = False,
         skip_nonfinite: bool = False,
     ) -> None:
@@ -119,6 +124,7 @@ class AdamW(Adam):
             weight_decay=weight_decay,
             amsgrad=amsgrad,
             foreach=foreach,
+            fused=fused,
             maximize=maximize,
             decoupled_weight_decay=True,
             skip_nonfinite=skip_nonfinite,

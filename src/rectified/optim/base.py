@@ -23,7 +23,7 @@ import torch
 from torch import Tensor
 from torch.optim.optimizer import _get_scalar_dtype
 
-from rectified.engines import apply_rule, engine_for
+from rectified.engines import apply_rule, check_engine, engine_for, fused
 from rectified.optim.validation import check_bool
 from rectified.rules.base import UpdateRule
 
@@ -31,9 +31,19 @@ StateDict = dict[str, Any]
 
 
 def advance_steps_(steps: list[Tensor]) -> list[int]:
-    """Add 1 to every step tensor and return the new counts (one host read for all)."""
+    """Add 1 to every step tensor and return the new counts (one host read for all).
+
+    With the fused kernel loaded, CPU counters are advanced in one call of it: a foreach add
+    dispatches once per tensor on the CPU, which costs more than the step itself for many small
+    parameters.
+    """
     if not steps:
         return []
+    if fused.available():
+        try:
+            return [int(v) for v in torch.ops.rectified_fused.advance_steps_(steps)]
+        except RuntimeError:  # counters off the CPU: checked before any was changed
+            pass
     torch._foreach_add_(steps, 1.0)
     try:
         values = torch.stack(steps).tolist()
@@ -59,8 +69,11 @@ class RuleOptimizer(torch.optim.Optimizer):
     def _validate(self, group: Mapping[str, Any]) -> None:
         self.validate_group(group)
         check_bool("skip_nonfinite", group.get("skip_nonfinite", False))
-        if group.get("foreach") not in (None, True, False):
-            raise ValueError(f"Invalid foreach value: {group['foreach']!r} (expected None or a bool)")
+        for flag in ("foreach", "fused"):
+            if group.get(flag) not in (None, True, False):
+                raise ValueError(f"Invalid {flag} value: {group[flag]!r} (expected None or a bool)")
+        if group.get("fused") and group.get("foreach"):
+            raise RuntimeError("`fused` and `foreach` cannot be `True` together.")
 
     def add_param_group(self, param_group: dict[str, Any]) -> None:
         merged = {**self.defaults, **param_group}
@@ -94,12 +107,14 @@ class RuleOptimizer(torch.optim.Optimizer):
     def _params_with_grad(self, group: Mapping[str, Any]) -> list[Tensor]:
         self._validate(group)
         params = [p for p in group["params"] if p.grad is not None]
+        check_engine(group, params)
         for p in params:
-            if p.grad.is_sparse:
+            grad = p.grad
+            if grad.is_sparse:
                 raise RuntimeError(f"{type(self).__name__} does not support sparse gradients")
-            if p.grad.shape != p.shape:
+            if grad.shape != p.shape:
                 raise RuntimeError(
-                    f"{type(self).__name__}: gradient shape {tuple(p.grad.shape)} does not match "
+                    f"{type(self).__name__}: gradient shape {tuple(grad.shape)} does not match "
                     f"parameter shape {tuple(p.shape)}"
                 )
         return params
@@ -107,18 +122,23 @@ class RuleOptimizer(torch.optim.Optimizer):
     def _step_group(self, group: Mapping[str, Any], params: list[Tensor]) -> None:
         if not params:
             return
-        states = [self._state_of(p, group) for p in params]
+        keys = frozenset(self.rule.state_keys(group))
+        states = [self._state_of(p, group, keys) for p in params]
         steps = advance_steps_([s["step"] for s in states])
         grads = [p.grad for p in params]
         apply_rule(engine_for(group), self.rule, group, params, grads, states, steps)
 
-    def _state_of(self, param: Tensor, group: Mapping[str, Any]) -> dict[str, Any]:
+    def _state_of(
+        self, param: Tensor, group: Mapping[str, Any], keys: frozenset[str]
+    ) -> dict[str, Any]:
         state = self.state[param]
         if not state:
             state["step"] = torch.tensor(0.0, dtype=_get_scalar_dtype())
             state.update(self.rule.init_state(param, group))
-        else:
-            # A group may turn on an option that needs more state (e.g. amsgrad) mid-run.
+        elif not state.keys() >= keys:
+            # A group may turn on an option that needs more state (e.g. amsgrad) mid-run. Fresh
+            # state is only built then: building it every step would allocate and zero-fill
+            # every state tensor on every step.
             for key, value in self.rule.init_state(param, group).items():
                 state.setdefault(key, value)
         return state

@@ -5,7 +5,7 @@ from typing import Any
 
 from torch import Tensor
 
-from rectified.optim._doc import COMMON_ARGS, with_algorithm
+from rectified.optim._doc import COMMON_ARGS, FUSED_ARGS, with_algorithm
 from rectified.optim.adam import ADAM_ARGS, check_adam_family
 from rectified.optim.base import RuleOptimizer
 from rectified.optim.validation import check_bool
@@ -32,6 +32,7 @@ class RAdam(RuleOptimizer):
                 authors' code; 4.0 gives the paper's Algorithm 2). Must be >= 4.
             degenerated_to_sgd (bool): below the threshold take the bias-corrected momentum
                 step (default True); False leaves the parameter unchanged there.
+        {FUSED_ARGS}
         {COMMON_ARGS}
         """,
     )
@@ -50,6 +51,7 @@ class RAdam(RuleOptimizer):
         threshold: float = radam_rule.DEFAULT_THRESHOLD,
         degenerated_to_sgd: bool = True,
         foreach: bool | None = None,
+        fused: bool | None = None,
         maximize: bool = False,
         skip_nonfinite: bool = False,
     ) -> None:
@@ -62,6 +64,7 @@ class RAdam(RuleOptimizer):
             threshold=threshold,
             degenerated_to_sgd=degenerated_to_sgd,
             foreach=foreach,
+            fused=fused,
             maximize=maximize,
             skip_nonfinite=skip_nonfinite,
         )

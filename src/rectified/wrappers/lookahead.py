@@ -22,7 +22,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from rectified.engines import engine_for
+from rectified.engines import fused
 from rectified.engines.foreach import FOREACH
 from rectified.engines.reference import PER_TENSOR
 from rectified.optim.base import _detached_copy, check_state_dict
@@ -131,14 +131,27 @@ class Lookahead(torch.optim.Optimizer):
         return loss
 
     def _sync_(self, group: Mapping[str, Any]) -> None:
-        """φ <- φ + α (θ - φ); θ <- φ, for every parameter of the group at once."""
-        ops = FOREACH if engine_for(group) == "foreach" else PER_TENSOR
+        """φ <- φ + α (θ - φ); θ <- φ, for every parameter of the group at once.
+
+        Under the fused engine both updates are one pass over each (φ, θ) pair.
+        """
         params = [_real(p) for p in group["params"]]
         if not params:
             return
         slows = [_real(self.state[p][SLOW]) for p in group["params"]]
-        ops.lerp_(slows, params, float(group[ALPHA]))
-        ops.copy_(params, slows)
+        alpha = float(group[ALPHA])
+
+        def sync(ops: Any, slows: Any, params: Any) -> None:
+            ops.lerp_(slows, params, alpha)
+            ops.copy_(params, slows)
+
+        foreach = group.get("foreach")
+        # fused.available() never compiles: a torch.optim group's fused=True asks torch, not us.
+        if foreach is None and group.get("fused") is not False and fused.available():
+            skipped = fused.apply_ops_(sync, [slows, params])
+            slows, params = [slows[i] for i in skipped], [params[i] for i in skipped]
+        if params:
+            sync(PER_TENSOR if foreach is False else FOREACH, slows, params)
 
     # -- state_dict ----------------------------------------------------------------------------
     def _param_ids(self) -> dict[int, int]:

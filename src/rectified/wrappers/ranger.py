@@ -30,8 +30,9 @@ class Ranger(Lookahead):
         alpha (float): slow-weight step size (default 0.5).
         threshold (float): RAdam's ρ_t threshold (default 5.0).
         degenerated_to_sgd (bool): momentum step below the threshold (default True).
-        foreach (bool, optional), maximize (bool), skip_nonfinite (bool): as for
-            :class:`rectified.RAdam`.
+        foreach (bool, optional), fused (bool, optional), maximize (bool), skip_nonfinite
+            (bool): as for :class:`rectified.RAdam`; the fused engine also runs the slow-weight
+            update as one pass.
     """
 
     def __init__(
@@ -48,6 +49,7 @@ class Ranger(Lookahead):
         threshold: float = DEFAULT_THRESHOLD,
         degenerated_to_sgd: bool = True,
         foreach: bool | None = None,
+        fused: bool | None = None,
         maximize: bool = False,
         skip_nonfinite: bool = False,
     ) -> None:
@@ -61,6 +63,7 @@ class Ranger(Lookahead):
             threshold=threshold,
             degenerated_to_sgd=degenerated_to_sgd,
             foreach=foreach,
+            fused=fused,
             maximize=maximize,
             skip_nonfinite=skip_nonfinite,
         )

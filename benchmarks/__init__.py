@@ -1,0 +1,1 @@
+"""Speed and memory benchmarks of ``rectified``, printed as tables of ratios."""

@@ -1,0 +1,97 @@
+"""What the step benchmark measures: every optimizer variant, built over shared parameters.
+
+A variant is a label and a factory ``params -> step function``. All variants of a layout step
+the same parameters and gradients (values drift a little; the time of a step does not depend on
+them), each with its own state, so memory stays at parameters + gradients + the states.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+
+import rectified
+
+Factory = Callable[[list[torch.Tensor]], torch.optim.Optimizer]
+
+
+@dataclass(frozen=True)
+class Variant:
+    library: str  # rectified, torch.optim, torch-optimizer, pytorch-optimizer
+    rule: str  # RAdam, Adam, AdamW, AdaBound, Ranger
+    engine: str  # reference/for-loop, foreach, fused, compiled
+    build: Factory
+    compiled: bool = False
+
+    @property
+    def label(self) -> str:
+        return f"{self.library} {self.rule} {self.engine}"
+
+
+RECTIFIED_RULES: dict[str, Factory] = {
+    "RAdam": lambda params, **kw: rectified.RAdam(params, lr=1e-3, **kw),
+    "Adam": lambda params, **kw: rectified.Adam(params, lr=1e-3, **kw),
+    "AdamW": lambda params, **kw: rectified.AdamW(params, lr=1e-3, **kw),
+    "AdaBound": lambda params, **kw: rectified.AdaBound(params, lr=1e-3, **kw),
+    "Ranger": lambda params, **kw: rectified.Ranger(params, lr=1e-3, **kw),
+}
+RECTIFIED_ENGINES = {
+    "reference": {"foreach": False},
+    "foreach": {"foreach": True},
+    "fused": {"fused": True},
+}
+TORCH_RULES = {"RAdam": torch.optim.RAdam, "Adam": torch.optim.Adam, "AdamW": torch.optim.AdamW}
+TORCH_ENGINES = {"for-loop": {"foreach": False}, "foreach": {"foreach": True},
+                 "fused": {"fused": True}}
+
+
+def _rectified(rule: str, engine: str) -> Variant:
+    make = RECTIFIED_RULES[rule]
+    return Variant("rectified", rule, engine, lambda ps: make(ps, **RECTIFIED_ENGINES[engine]))
+
+
+def _torch(rule: str, engine: str, compiled: bool = False) -> Variant:
+    cls, kwargs = TORCH_RULES[rule], TORCH_ENGINES.get(engine, {"foreach": True})
+    return Variant("torch.optim", rule, engine, lambda ps: cls(ps, lr=1e-3, **kwargs), compiled)
+
+
+def _third_party() -> list[Variant]:
+    found = []
+    if importlib.util.find_spec("torch_optimizer") is not None:
+        import torch_optimizer
+
+        found.append(Variant("torch-optimizer", "RAdam", "for-loop",
+                             lambda ps: torch_optimizer.RAdam(ps, lr=1e-3)))
+    if importlib.util.find_spec("pytorch_optimizer") is not None:
+        import pytorch_optimizer
+
+        found.append(Variant("pytorch-optimizer", "RAdam", "for-loop",
+                             lambda ps: pytorch_optimizer.RAdam(ps, lr=1e-3)))
+    return found
+
+
+def all_variants(device: torch.device, compile_torch: bool) -> list[Variant]:
+    """Every variant that runs on ``device`` (the fused engine and torch's fused RAdam-less
+    set are CPU/CUDA specific), torch.compile'd ones only if ``compile_torch``."""
+    variants = [_rectified(rule, engine) for rule in RECTIFIED_RULES
+                for engine in RECTIFIED_ENGINES
+                if not (engine == "fused" and device.type != "cpu")]
+    for rule in TORCH_RULES:
+        for engine in TORCH_ENGINES:
+            if engine == "fused" and rule == "RAdam":
+                continue  # torch.optim has no fused RAdam
+            variants.append(_torch(rule, engine))
+        if compile_torch:
+            variants.append(_torch(rule, "compiled", compiled=True))
+    return variants + _third_party()
+
+
+def headline_variants(device: torch.device) -> list[Variant]:
+    """The smaller set for the largest layout: every fused rule and its closest competitors."""
+    keep = {("rectified", "fused"), ("rectified", "foreach"), ("torch.optim", "fused"),
+            ("torch.optim", "foreach")}
+    return [v for v in all_variants(device, compile_torch=False)
+            if (v.library, v.engine) in keep and (v.engine != "foreach" or v.rule == "RAdam")]

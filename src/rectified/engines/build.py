@@ -1,0 +1,32 @@
+"""``python -m rectified.engines.build``: compile the fused engine's kernel into the cache.
+
+Meant for set-up scripts, so that the first ``fused`` step does not pay the compilation, and so
+that ``fused=None`` finds the kernel and uses it. Prints where the library is and how long the
+build took; exits 1 (with the compiler's message) if it cannot be built.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+
+from rectified.engines import extension
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m rectified.engines.build", description=__doc__)
+    parser.add_argument("--force", action="store_true", help="rebuild even if cached")
+    args = parser.parse_args(argv)
+    start = time.perf_counter()
+    try:
+        path = extension.build(force=args.force)
+    except extension.BuildError as error:
+        print(f"fused engine not built: {error}", file=sys.stderr)
+        return 1
+    print(f"fused engine kernel: {path} ({time.perf_counter() - start:.1f} s)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
