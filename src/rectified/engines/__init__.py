@@ -24,6 +24,11 @@ from rectified.engines.foreach import FOREACH
 from rectified.engines.reference import PER_TENSOR
 from rectified.rules.base import UpdateRule
 
+try:
+    from torch.distributed.tensor import DTensor
+except ImportError:  # torch built without distributed support
+    DTensor = None
+
 ENGINES = ("reference", "foreach", "fused")
 
 
@@ -57,6 +62,41 @@ def _real(tensor: Tensor) -> Tensor:
     return torch.view_as_real(tensor) if tensor.is_complex() else tensor
 
 
+def is_distributed(tensor: Tensor) -> bool:
+    return DTensor is not None and isinstance(tensor, DTensor)
+
+
+def _local(tensors: Sequence[Tensor]) -> list[Tensor] | None:
+    """The local shards of one parameter's DTensors (parameter, gradient, state), or None.
+
+    An update rule is elementwise, so running it on the local shards is the same as running it
+    on the DTensors, provided every tensor is laid out alike: same mesh, same placements, none
+    partial (pending a reduction). Otherwise the DTensors are left to their own dispatch.
+    """
+    first = tensors[0]
+    if not all(is_distributed(t) for t in tensors):
+        return None
+    layout = (first.device_mesh, tuple(first.placements))
+    if any(p.is_partial() for p in first.placements) or any(
+        (t.device_mesh, tuple(t.placements)) != layout for t in tensors
+    ):
+        return None
+    return [t.to_local() for t in tensors]
+
+
+def as_local(slots: list[list[Tensor]]) -> tuple[list[list[Tensor]], bool]:
+    """Slots with DTensors replaced by their local shards where that is exact; and whether any
+    DTensor is left."""
+    if not any(is_distributed(p) for p in slots[0]):
+        return slots, False
+    columns, left = [], False
+    for column in zip(*slots):
+        local = _local(column)
+        left |= local is None
+        columns.append(list(column) if local is None else local)
+    return [list(row) for row in zip(*columns)], left
+
+
 def _buckets(params: Sequence[Tensor], steps: Sequence[int], by_device: bool) -> dict:
     """Indices of the params that share a key: (device, dtype, step) for foreach, and for the
     fused kernel (which takes any device and dtype mix) (float64 or not, step)."""
@@ -86,7 +126,10 @@ def apply_rule(
         raise ValueError(f"Unknown engine: {engine!r} (expected one of {ENGINES})")
     keys = rule.state_keys(group)
     slots = [list(params), list(grads), *([s[k] for s in states] for k in keys)]
-    if any(p.is_complex() for p in params):  # then their grads and state are complex too
+    slots, distributed_left = as_local(slots)
+    if distributed_left and engine == "fused":  # the kernel takes plain tensors only
+        engine = "foreach"
+    if any(p.is_complex() for p in slots[0]):  # then their grads and state are complex too
         slots = [[_real(x) for x in xs] for xs in slots]
     if engine == "reference":
         for i, step in enumerate(steps):

@@ -64,7 +64,11 @@ class ForeachOps:
         torch._foreach_clamp_max_(xs, high)
 
     def copy_(self, xs: TensorList, ys: TensorList) -> None:
-        torch._foreach_copy_(xs, ys)
+        try:
+            torch._foreach_copy_(xs, ys)
+        except NotImplementedError:  # DTensor has no sharding strategy for it
+            for x, y in zip(xs, ys):
+                x.copy_(y)
 
 
 FOREACH = ForeachOps()

@@ -23,7 +23,7 @@ import torch
 from torch import Tensor
 from torch.optim.optimizer import _get_scalar_dtype
 
-from rectified.engines import apply_rule, check_engine, engine_for, fused
+from rectified.engines import apply_rule, check_engine, engine_for, fused, is_distributed
 from rectified.optim.validation import check_bool
 from rectified.rules.base import UpdateRule
 
@@ -166,12 +166,38 @@ class RuleOptimizer(torch.optim.Optimizer):
 
 
 def _all_finite(tensors: list[Tensor]) -> bool:
-    """Whether no tensor holds a NaN or an infinity (one host read for the whole list)."""
-    tensors = [t for t in tensors if t.numel() > 0]
-    if not tensors:
-        return True
+    """Whether no tensor holds a NaN or an infinity (one host read for the whole list).
+
+    DTensors are checked on their local shards and the answer is agreed on by every rank of
+    their device meshes, so all ranks skip a step together.
+    """
+    meshes = {id(t.device_mesh): t.device_mesh for t in tensors if is_distributed(t)}
+    local = [t.to_local() if is_distributed(t) else t for t in tensors]
+    local = [t for t in local if t.numel() > 0]
     # The max-abs norm is NaN or inf exactly when the tensor holds one.
-    return bool(torch.stack(torch._foreach_norm(tensors, float("inf"))).isfinite().all())
+    finite = (
+        torch.stack(torch._foreach_norm(local, float("inf"))).isfinite().all()
+        if local
+        else torch.tensor(True)
+    )
+    if meshes:
+        finite = _agree_on_meshes(finite, list(meshes.values()))
+    return bool(finite)
+
+
+def _agree_on_meshes(finite: Tensor, meshes: list[Any]) -> Tensor:
+    """The logical AND of ``finite`` over every rank of ``meshes`` (an all-reduce of the min)."""
+    import torch.distributed as dist
+
+    for mesh in meshes:
+        device = torch.device(mesh.device_type)
+        if device.type == "cuda":
+            device = torch.device("cuda", torch.cuda.current_device())
+        flag = finite.to(device=device, dtype=torch.int32).reshape(1)
+        for dim in range(mesh.ndim):
+            dist.all_reduce(flag, op=dist.ReduceOp.MIN, group=mesh.get_group(dim))
+        finite = flag.bool().all()
+    return finite
 
 
 def _detached_copy(value: Any) -> Any:
@@ -188,7 +214,7 @@ def check_state_dict(optimizer: torch.optim.Optimizer, state_dict: Mapping[str, 
     """Raise ``ValueError`` if ``state_dict`` does not fit ``optimizer``'s parameters.
 
     Checks the number of groups, the number of parameters per group and, for every saved state
-    tensor that is not a scalar, that its shape is the parameter's shape and its dtype of the
+    tensor but the ``step`` counter, that its shape is the parameter's shape and its dtype of the
     parameter's kind (complex for complex parameters, floating point for floating ones; a
     different float width is cast on load, as torch.optim does).
     """
@@ -209,7 +235,7 @@ def check_state_dict(optimizer: torch.optim.Optimizer, state_dict: Mapping[str, 
             )
         for position, (param, saved_id) in enumerate(zip(group["params"], saved["params"])):
             for key, value in saved_state.get(saved_id, {}).items():
-                if not isinstance(value, Tensor) or value.dim() == 0:
+                if not isinstance(value, Tensor) or key == "step":
                     continue
                 where = f"state {key!r} of parameter {position} in group {index}"
                 if value.shape != param.shape:

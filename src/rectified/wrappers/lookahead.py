@@ -22,7 +22,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from rectified.engines import fused
+from rectified.engines import as_local, fused
 from rectified.engines.foreach import FOREACH
 from rectified.engines.reference import PER_TENSOR
 from rectified.optim.base import _detached_copy, check_state_dict
@@ -135,10 +135,11 @@ class Lookahead(torch.optim.Optimizer):
 
         Under the fused engine both updates are one pass over each (φ, θ) pair.
         """
-        params = [_real(p) for p in group["params"]]
-        if not params:
+        if not group["params"]:
             return
-        slows = [_real(self.state[p][SLOW]) for p in group["params"]]
+        slots = [[self.state[p][SLOW] for p in group["params"]], list(group["params"])]
+        (slows, params), distributed_left = as_local(slots)
+        slows, params = [_real(s) for s in slows], [_real(p) for p in params]
         alpha = float(group[ALPHA])
 
         def sync(ops: Any, slows: Any, params: Any) -> None:
@@ -147,7 +148,8 @@ class Lookahead(torch.optim.Optimizer):
 
         foreach = group.get("foreach")
         # fused.available() never compiles: a torch.optim group's fused=True asks torch, not us.
-        if foreach is None and group.get("fused") is not False and fused.available():
+        use_fused = group.get("fused") is not False and not distributed_left
+        if foreach is None and use_fused and fused.available():
             skipped = fused.apply_ops_(sync, [slows, params])
             slows, params = [slows[i] for i in skipped], [params[i] for i in skipped]
         if params:
