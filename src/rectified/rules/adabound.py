@@ -37,8 +37,14 @@ def adabound_bounds(step: int, final_lr: float, gamma: float) -> StepSizeBounds:
 
 
 def scaled_final_lr(final_lr: float, lr: float, base_lr: float) -> float:
-    """final_lr · lr / base_lr, so a scheduler that scales lr scales the bounds too."""
-    return final_lr * lr / base_lr if base_lr > 0 else final_lr
+    """final_lr · lr / base_lr, so a scheduler that scales lr scales the bounds too.
+
+    A group added with lr = 0 has no scale: its bounds use final_lr while lr > 0, and lr = 0
+    still means no step.
+    """
+    if base_lr > 0:
+        return final_lr * lr / base_lr
+    return final_lr if lr > 0 else 0.0
 
 
 class AdaBoundRule(UpdateRule):

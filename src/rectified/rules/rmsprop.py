@@ -2,7 +2,7 @@
 
     g_t = ∇f(θ_{t-1}) (+ λ θ_{t-1})                  (negated under maximize)
     v_t = α v_{t-1} + (1 - α) g_t²
-    centered:  ḡ_t = α ḡ_{t-1} + (1 - α) g_t,   s_t = √(v_t - ḡ_t²) + ε
+    centered:  ḡ_t = α ḡ_{t-1} + (1 - α) g_t,   s_t = √max(v_t - ḡ_t², 0) + ε
     otherwise: s_t = √v_t + ε
     momentum μ > 0:  b_t = μ b_{t-1} + g_t / s_t,   θ_t = θ_{t-1} - γ b_t
     otherwise:       θ_t = θ_{t-1} - γ g_t / s_t
@@ -64,6 +64,8 @@ class RMSpropRule(UpdateRule):
             ops.lerp_(grad_avg, grads, 1 - alpha)
             avg = ops.clone(square_avg)
             ops.addcmul_(avg, grad_avg, grad_avg, -1.0)
+            # v - ḡ² >= 0 in exact arithmetic; rounding can take it below 0 (always at α = 0).
+            ops.clamp_(avg, 0.0, float("inf"))
             avg = ops.sqrt(avg)
         else:
             avg = ops.sqrt(square_avg)
