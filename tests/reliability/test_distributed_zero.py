@@ -11,11 +11,6 @@ from tests.reliability.support import case_engine_id, case_engine_params
 
 TOLERANCE = 1e-6
 
-LOOKAHEAD_STATE_REASON = (
-    "ZeroRedundancyOptimizer.load_state_dict writes each parameter's saved state straight into "
-    "optimizer.state[p]; Lookahead.state holds only the slow weights, so Ranger's inner RAdam "
-    "starts again from empty moments and the resumed run diverges"
-)
 ZERO_SKIP_REASON = (
     "skip_nonfinite checks only the gradients of the parameters a rank's local optimizer "
     "updates: the rank that owns the NaN skips, the other ranks step, so the step is "
@@ -34,15 +29,9 @@ def _entry(results, name):
     return entry
 
 
-def _params(reason_for_wrappers: str | None = None):
-    params = []
-    for case, engine in case_engine_params(ZERO_CASES):
-        marks = ()
-        if reason_for_wrappers and case.wrapper:
-            marks = pytest.mark.xfail(strict=True, reason=reason_for_wrappers)
-        params.append(pytest.param(case, engine, marks=marks,
-                                   id=f"{case_engine_id(case)}-{engine}"))
-    return params
+def _params():
+    return [pytest.param(case, engine, id=f"{case_engine_id(case)}-{engine}")
+            for case, engine in case_engine_params(ZERO_CASES)]
 
 
 @pytest.mark.parametrize(("case", "engine"), _params())
@@ -50,7 +39,7 @@ def test_zero_redundancy_trains_like_one_process(zero_results, case, engine):
     assert _entry(zero_results, key(case, engine))["error_vs_single"] <= TOLERANCE
 
 
-@pytest.mark.parametrize(("case", "engine"), _params(LOOKAHEAD_STATE_REASON))
+@pytest.mark.parametrize(("case", "engine"), _params())
 def test_zero_consolidated_state_dict_resumes_bit_exact(zero_results, case, engine):
     """consolidate_state_dict(to=0), torch.save on rank 0, load_state_dict into a fresh
     ZeroRedundancyOptimizer on every rank, 6 more steps: equal to the uninterrupted run."""

@@ -42,6 +42,30 @@ def check_alpha(alpha: Any) -> None:
         raise ValueError(f"Invalid alpha value: {alpha} (expected 0 <= alpha <= 1)")
 
 
+class LookaheadState(defaultdict):
+    """Lookahead's per-parameter state: the slow weights, ``{SLOW: tensor}``.
+
+    Code written for ordinary optimizers may assign a parameter's whole saved entry (inner
+    moments and slow weights together), as ``ZeroRedundancyOptimizer.load_state_dict`` does
+    with ``optimizer.state[p] = saved``; such an entry is split, and every key but the slow
+    weights goes to the inner optimizer's state.
+    """
+
+    def __init__(self, wrapper: Lookahead) -> None:
+        super().__init__(dict)
+        self.wrapper = wrapper
+
+    def __setitem__(self, param: Tensor, entry: dict[str, Any]) -> None:
+        if isinstance(entry, dict) and any(key != SLOW for key in entry):
+            inner = {key: value for key, value in entry.items() if key != SLOW}
+            self.wrapper.optimizer.state[param] = inner
+            entry = {key: value for key, value in entry.items() if key == SLOW}
+        super().__setitem__(param, entry)
+
+    def __reduce__(self):
+        return (type(self), (self.wrapper,), None, None, iter(self.items()))
+
+
 def _real(t: Tensor) -> Tensor:
     return torch.view_as_real(t) if t.is_complex() else t
 
@@ -71,7 +95,7 @@ class Lookahead(torch.optim.Optimizer):
         check_alpha(alpha)
         self.optimizer = optimizer
         self.defaults = {K: k, ALPHA: alpha}
-        self.state: defaultdict[Tensor, dict[str, Any]] = defaultdict(dict)
+        self.state: LookaheadState = LookaheadState(self)
         self._init_hooks()
         for group in self.param_groups:
             self._prepare_group(group)
@@ -197,7 +221,7 @@ class Lookahead(torch.optim.Optimizer):
         params = chain.from_iterable(g["params"] for g in self.param_groups)
         by_id = dict(zip(saved_ids, params))
         self.optimizer.load_state_dict({**state_dict, "state": inner_state})
-        self.state = defaultdict(dict)
+        self.state = LookaheadState(self)
         for index, tensor in slow.items():
             param = by_id[index]
             self.state[param][SLOW] = tensor.detach().to(param.device, param.dtype, copy=True)
