@@ -66,42 +66,49 @@ def _evidence(name_a: str, a: Stats, name_b: str, b: Stats, spread: float) -> st
             f"(n={b.n}); difference {abs(a.mean - b.mean):.3g}, pooled spread {spread:.3g}")
 
 
-def better(claim: str, name_a: str, a_values: Sequence[float], name_b: str,
-           b_values: Sequence[float], higher_is_better: bool) -> Verdict:
-    """The verdict on "A is better than B"."""
+def _pairwise(claim: str, rule: str, name_a: str, a_values: Sequence[float], name_b: str,
+              b_values: Sequence[float], higher_is_better: bool, judge) -> Verdict:
+    """Shared by the two-optimizer rules: ``judge(advantage of A, pooled spread)`` decides,
+    unless a side has too few seeds or a non-finite mean (then inconclusive)."""
     a, b = stats(a_values), stats(b_values)
     spread = pooled_spread(a, b)
-    rule = BETTER_RULE.format(a=name_a, b=name_b)
     evidence = _evidence(name_a, a, name_b, b, spread)
     if min(a.n, b.n) < MIN_SEEDS or not math.isfinite(a.mean + b.mean):
         return Verdict(claim, INCONCLUSIVE, rule, evidence + f"; fewer than {MIN_SEEDS} seeds")
-    advantage = _advantage(a, b, higher_is_better)
+    return Verdict(claim, judge(_advantage(a, b, higher_is_better), spread), rule, evidence)
+
+
+def _better_status(advantage: float, spread: float) -> str:
     if advantage > spread:
-        status = REPRODUCED
-    elif -advantage > spread:
-        status = NOT_REPRODUCED
-    else:
-        status = INCONCLUSIVE
-    return Verdict(claim, status, rule, evidence)
+        return REPRODUCED
+    if -advantage > spread:
+        return NOT_REPRODUCED
+    return INCONCLUSIVE
+
+
+def _match_status(advantage: float, spread: float) -> str:
+    shortfall = -advantage
+    if shortfall <= spread:
+        return REPRODUCED
+    if shortfall > 2 * spread:
+        return NOT_REPRODUCED
+    return INCONCLUSIVE
+
+
+def better(claim: str, name_a: str, a_values: Sequence[float], name_b: str,
+           b_values: Sequence[float], higher_is_better: bool) -> Verdict:
+    """The verdict on "A is better than B"."""
+    rule = BETTER_RULE.format(a=name_a, b=name_b)
+    return _pairwise(claim, rule, name_a, a_values, name_b, b_values, higher_is_better,
+                     _better_status)
 
 
 def matches(claim: str, name_a: str, a_values: Sequence[float], name_b: str,
             b_values: Sequence[float], higher_is_better: bool) -> Verdict:
     """The verdict on "A does as well as B" (B typically a tuned baseline)."""
-    a, b = stats(a_values), stats(b_values)
-    spread = pooled_spread(a, b)
     rule = MATCH_RULE.format(a=name_a, b=name_b)
-    evidence = _evidence(name_a, a, name_b, b, spread)
-    if min(a.n, b.n) < MIN_SEEDS or not math.isfinite(a.mean + b.mean):
-        return Verdict(claim, INCONCLUSIVE, rule, evidence + f"; fewer than {MIN_SEEDS} seeds")
-    shortfall = -_advantage(a, b, higher_is_better)
-    if shortfall <= spread:
-        status = REPRODUCED
-    elif shortfall > 2 * spread:
-        status = NOT_REPRODUCED
-    else:
-        status = INCONCLUSIVE
-    return Verdict(claim, status, rule, evidence)
+    return _pairwise(claim, rule, name_a, a_values, name_b, b_values, higher_is_better,
+                     _match_status)
 
 
 def all_of(claim: str, parts: Sequence[Verdict], rule: str) -> Verdict:
