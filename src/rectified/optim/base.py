@@ -24,7 +24,8 @@ from torch import Tensor
 from torch.optim.optimizer import _get_scalar_dtype
 
 from rectified.engines import apply_rule, check_engine, engine_for, fused, is_distributed
-from rectified.optim.validation import check_bool
+from rectified.engines.plans import GroupPlan
+from rectified.optim.validation import check_bool, check_state_dtype
 from rectified.rules.base import UpdateRule
 
 StateDict = dict[str, Any]
@@ -69,6 +70,7 @@ class RuleOptimizer(torch.optim.Optimizer):
     def _validate(self, group: Mapping[str, Any]) -> None:
         self.validate_group(group)
         check_bool("skip_nonfinite", group.get("skip_nonfinite", False))
+        check_state_dtype(group.get("state_dtype"))
         for flag in ("foreach", "fused"):
             if group.get(flag) not in (None, True, False):
                 raise ValueError(f"Invalid {flag} value: {group[flag]!r} (expected None or a bool)")
@@ -92,17 +94,38 @@ class RuleOptimizer(torch.optim.Optimizer):
         if closure is not None:
             with torch.enable_grad():
                 loss = closure()
-        plans = [(group, self._params_with_grad(group)) for group in self.param_groups]
-        if self._skips_nonfinite() and not _all_finite([p.grad for _, ps in plans for p in ps]):
+        # Every group is checked before any is updated, so an error never half-applies a step.
+        work = [(group, self._prepare(group)) for group in self.param_groups]
+        if self._skips_nonfinite() and not _all_finite(
+            [g for _, todo in work for g in _grads(todo)]
+        ):
             for group in self.param_groups:
                 group["nonfinite_skips"] = group.get("nonfinite_skips", 0) + 1
             return loss
-        for group, params in plans:
-            self._step_group(group, params)
+        plans = {}
+        for group, todo in work:
+            plan = self._step_group(group, todo)
+            if plan is not None:
+                plans[id(group)] = plan
+        self._fused_plans = plans
         return loss
 
     def _skips_nonfinite(self) -> bool:
         return any(group.get("skip_nonfinite", False) for group in self.param_groups)
+
+    def _prepare(self, group: Mapping[str, Any]) -> GroupPlan | list[Tensor]:
+        """The group's kept fused plan, if it still holds; else its parameters with gradients
+        (validated)."""
+        plan = getattr(self, "_fused_plans", {}).get(id(group))
+        if plan is not None:
+            self._validate(group)
+            if (
+                engine_for(group) == "fused"
+                and plan.matches(group, self.state, self.rule.state_keys(group))
+                and plan.ready()
+            ):
+                return plan
+        return self._params_with_grad(group)
 
     def _params_with_grad(self, group: Mapping[str, Any]) -> list[Tensor]:
         self._validate(group)
@@ -119,14 +142,26 @@ class RuleOptimizer(torch.optim.Optimizer):
                 )
         return params
 
-    def _step_group(self, group: Mapping[str, Any], params: list[Tensor]) -> None:
+    def _step_group(
+        self, group: Mapping[str, Any], todo: GroupPlan | list[Tensor]
+    ) -> GroupPlan | None:
+        """Update the group; return the fused plan that can repeat this step, if any."""
+        if isinstance(todo, GroupPlan):
+            todo.step_(self.rule, group)
+            return todo
+        params = todo
         if not params:
-            return
-        keys = frozenset(self.rule.state_keys(group))
-        states = [self._state_of(p, group, keys) for p in params]
+            return None
+        keys = self.rule.state_keys(group)
+        key_set = frozenset(keys)
+        states = [self._state_of(p, group, key_set) for p in params]
         steps = advance_steps_([s["step"] for s in states])
         grads = [p.grad for p in params]
-        apply_rule(engine_for(group), self.rule, group, params, grads, states, steps)
+        engine = engine_for(group)
+        apply_rule(engine, self.rule, group, params, grads, states, steps)
+        if engine != "fused":
+            return None
+        return GroupPlan.make(group, params, states, keys, steps)
 
     def _state_of(
         self, param: Tensor, group: Mapping[str, Any], keys: frozenset[str]
@@ -134,12 +169,13 @@ class RuleOptimizer(torch.optim.Optimizer):
         state = self.state[param]
         if not state:
             state["step"] = torch.tensor(0.0, dtype=_get_scalar_dtype())
-            state.update(self.rule.init_state(param, group))
+            state.update(self.rule.init_state(_state_template(param, group), group))
         elif not state.keys() >= keys:
             # A group may turn on an option that needs more state (e.g. amsgrad) mid-run. Fresh
             # state is only built then: building it every step would allocate and zero-fill
             # every state tensor on every step.
-            for key, value in self.rule.init_state(param, group).items():
+            fresh = self.rule.init_state(_state_template(param, group), group)
+            for key, value in fresh.items():
                 state.setdefault(key, value)
         return state
 
@@ -158,11 +194,55 @@ class RuleOptimizer(torch.optim.Optimizer):
 
     def load_state_dict(self, state_dict: StateDict) -> None:
         check_state_dict(self, state_dict)
+        self._fused_plans = {}
         state_dict = {
             **state_dict,
             "state": {k: _detached_copy(v) for k, v in state_dict["state"].items()},
         }
         super().load_state_dict(state_dict)
+        self._restore_state_dtypes(state_dict)
+
+    def _restore_state_dtypes(self, state_dict: StateDict) -> None:
+        """Put back, in each group's ``state_dtype``, the state torch.optim cast to the
+        parameter's dtype on load (which would round float32 moments of bfloat16 parameters)."""
+        saved_groups = state_dict["param_groups"]
+        for group, saved in zip(self.param_groups, saved_groups):
+            if group.get("state_dtype") is None:
+                continue
+            for param, saved_id in zip(group["params"], saved["params"]):
+                for key, value in state_dict["state"].get(saved_id, {}).items():
+                    if key != "step" and isinstance(value, Tensor) and (
+                        value.is_floating_point() or value.is_complex()
+                    ):
+                        self.state[param][key] = value.to(
+                            device=param.device, dtype=_state_dtype(param, group)
+                        )
+
+
+def _state_dtype(param: Tensor, group: Mapping[str, Any]) -> torch.dtype:
+    """The dtype of a parameter's state: the group's ``state_dtype`` (its complex counterpart
+    for complex parameters), else the parameter's own."""
+    dtype = group.get("state_dtype")
+    if dtype is None or not (param.is_floating_point() or param.is_complex()):
+        return param.dtype
+    return _COMPLEX_OF[dtype] if param.is_complex() else dtype
+
+
+_COMPLEX_OF = {torch.float16: torch.complex32, torch.bfloat16: torch.complex64,
+               torch.float32: torch.complex64, torch.float64: torch.complex128}
+
+
+def _state_template(param: Tensor, group: Mapping[str, Any]) -> Tensor:
+    """What the rule builds fresh state like: the parameter, or an empty tensor of its shape in
+    the group's ``state_dtype``."""
+    dtype = _state_dtype(param, group)
+    if dtype == param.dtype:
+        return param
+    return torch.empty_like(param, dtype=dtype, memory_format=torch.preserve_format)
+
+
+def _grads(todo: GroupPlan | list[Tensor]) -> list[Tensor]:
+    return todo.grads if isinstance(todo, GroupPlan) else [p.grad for p in todo]
 
 
 def _all_finite(tensors: list[Tensor]) -> bool:

@@ -10,6 +10,7 @@
 #include <ATen/Parallel.h>
 #include <c10/util/BFloat16.h>
 #include <c10/util/Half.h>
+#include <torch/custom_class.h>
 #include <torch/library.h>
 
 #include <cmath>
@@ -44,19 +45,45 @@ constexpr int64_t kFieldsPerInstruction = 5;  // op, dst, a, b, c
 constexpr int64_t kChunk = RECTIFIED_CHUNK;
 constexpr int64_t kGrainChunks = 32;  // below ~32k elements one thread is faster
 
-// kAdamStep is internal: a run of instructions that the Adam-family rules emit, found in the
-// decoded program and executed as one loop (see fuse_adam_steps). It computes exactly what the
-// run computes, keeping every value in registers instead of passing over the chunk once per
-// instruction.
-constexpr int64_t kAdamStep = 100;
+// kAdamStep and kBoundStep are internal: runs of instructions that the Adam-family rules emit,
+// found in the decoded program and executed as one loop each (see fuse_moment_steps). Each
+// computes exactly what its run computes, in the same order, keeping every value in registers
+// instead of passing over the chunk once per instruction.
+constexpr int64_t kAdamStep = 100;   // Adam, AdamW, AMSGrad, RAdam's rectified step
+constexpr int64_t kBoundStep = 101;  // AdaBound, AMSBound: the clipped per-element step size
 
 struct Instruction {
   int64_t op, dst, a, b, c;
   double s0, s1;
-  // kAdamStep only: registers p, g, m, v, running max of v (-1: none); weights of the run.
+  // Fused runs only: registers p, g, m, v, running max of v (-1: none); weights of the run.
   int64_t p = 0, g = 0, m = 0, v = 0, vmax = -1;
   double lerp_weight = 0, beta2 = 0, sq_weight = 0, denom_scale = 0, eps = 0, step = 0;
+  double low = 0, high = 0;  // kBoundStep's clipping bounds
   bool scaled = false;
+};
+
+// The moments every fused run starts with: m = lerp(m, g, w); v = v b2 + c g²; [x = max(x, v)].
+// Returns the second moment the step normalises by (v, or x under AMSGrad).
+template <typename T, bool kMax>
+struct Moments {
+  T w, w_rest, beta2, sq;
+  bool low_weight;
+  explicit Moments(const Instruction& in)
+      : w(static_cast<T>(in.lerp_weight)), w_rest(static_cast<T>(1.0 - in.lerp_weight)),
+        beta2(static_cast<T>(in.beta2)), sq(static_cast<T>(in.sq_weight)),
+        low_weight(std::abs(in.lerp_weight) < 0.5) {}
+
+  T update(T gi, T& m, T& v, T* x) const {
+    m = low_weight ? m + w * (gi - m) : gi - (gi - m) * w_rest;
+    v = v * beta2;
+    v = v + sq * gi * gi;
+    if constexpr (kMax) {
+      const T xi = *x;
+      *x = (xi != xi) ? xi : ((v != v) ? v : (xi > v ? xi : v));
+      return *x;
+    }
+    return v;
+  }
 };
 
 template <typename T, bool kMax, bool kScaled>
@@ -66,26 +93,39 @@ void adam_step(const Instruction& in, T* const* reg, int64_t n) {
   T* m = reg[in.m];
   T* v = reg[in.v];
   T* x = kMax ? reg[in.vmax] : nullptr;
-  const T w = static_cast<T>(in.lerp_weight), w_rest = static_cast<T>(1.0 - in.lerp_weight);
-  const bool low_weight = std::abs(in.lerp_weight) < 0.5;
-  const T beta2 = static_cast<T>(in.beta2), sq = static_cast<T>(in.sq_weight);
+  const Moments<T, kMax> moments(in);
   const T scale = static_cast<T>(in.denom_scale), eps = static_cast<T>(in.eps);
   const T step = static_cast<T>(in.step);
   for (int64_t i = 0; i < n; ++i) {
-    const T gi = g[i];
-    const T mi = low_weight ? m[i] + w * (gi - m[i]) : gi - (gi - m[i]) * w_rest;
-    T vi = v[i] * beta2;
-    vi = vi + sq * gi * gi;
-    T si = vi;
-    if constexpr (kMax) {
-      const T xi = x[i];
-      si = (xi != xi) ? xi : ((vi != vi) ? vi : (xi > vi ? xi : vi));
-      x[i] = si;
-    }
-    T ti = std::sqrt(si);
+    T mi = m[i], vi = v[i];
+    T ti = std::sqrt(moments.update(g[i], mi, vi, kMax ? x + i : nullptr));
     if constexpr (kScaled) ti = ti / scale;
     ti = ti + eps;
     p[i] = p[i] + step * (mi / ti);
+    m[i] = mi;
+    v[i] = vi;
+  }
+}
+
+template <typename T, bool kMax>
+void bound_step(const Instruction& in, T* const* reg, int64_t n) {
+  T* p = reg[in.p];
+  const T* g = reg[in.g];
+  T* m = reg[in.m];
+  T* v = reg[in.v];
+  T* x = kMax ? reg[in.vmax] : nullptr;
+  const Moments<T, kMax> moments(in);
+  const T eps = static_cast<T>(in.eps), scale = static_cast<T>(in.denom_scale);
+  const T low = static_cast<T>(in.low), high = static_cast<T>(in.high);
+  const T step = static_cast<T>(in.step);
+  for (int64_t i = 0; i < n; ++i) {
+    T mi = m[i], vi = v[i];
+    T ti = std::sqrt(moments.update(g[i], mi, vi, kMax ? x + i : nullptr));
+    ti = T(1) / (ti + eps);
+    ti = ti * scale;
+    ti = ti < low ? low : ti;  // a NaN fails both comparisons and stays NaN
+    ti = ti > high ? high : ti;
+    p[i] = p[i] + step * (ti * mi);
     m[i] = mi;
     v[i] = vi;
   }
@@ -165,6 +205,9 @@ void execute(const Instruction& in, T* const* reg, int64_t n) {
                   : adam_step<T, false, false>(in, reg, n);
       }
       break;
+    case kBoundStep:
+      in.vmax >= 0 ? bound_step<T, true>(in, reg, n) : bound_step<T, false>(in, reg, n);
+      break;
     default:
       TORCH_CHECK(false, "fused engine: unknown opcode ", in.op);
   }
@@ -174,72 +217,127 @@ bool reads(const Instruction& in, int64_t r) {
   return in.a == r || in.b == r || in.c == r;
 }
 
-// Replaces each run
-//   m = lerp(m, g, w); v = v * b2; v = v + c * g * g; [x = max(x, v)];
-//   t = sqrt(v or x); [t = t / s]; t = t + eps; p = p + step * (m / t)
-// whose temporary t is not used afterwards by one kAdamStep.
-std::vector<Instruction> fuse_adam_steps(const std::vector<Instruction>& program,
-                                         int64_t n_slots) {
-  std::vector<Instruction> out;
-  const size_t n = program.size();
-  size_t i = 0;
-  while (i < n) {
-    const auto at = [&](size_t j, int64_t op) { return j < n && program[j].op == op; };
-    size_t j = i;
-    bool matched = at(j, kLerp) && at(j + 1, kMulScalar) && at(j + 2, kAddcmul);
-    Instruction fused{kAdamStep, 0, 0, 0, 0, 0.0, 0.0};
-    if (matched) {
-      const Instruction &lerp = program[j], &mul = program[j + 1], &addcmul = program[j + 2];
-      fused.m = lerp.dst;
-      fused.g = lerp.b;
-      fused.v = mul.dst;
-      fused.lerp_weight = lerp.s0;
-      fused.beta2 = mul.s0;
-      fused.sq_weight = addcmul.s0;
-      matched = lerp.a == fused.m && mul.a == fused.v && addcmul.dst == fused.v &&
-                addcmul.a == fused.v && addcmul.b == fused.g && addcmul.c == fused.g;
-      j += 3;
-    }
-    int64_t second = fused.v;
-    if (matched && at(j, kMaximum) && program[j].dst == program[j].a &&
-        program[j].b == fused.v) {
-      fused.vmax = second = program[j].dst;
-      ++j;
-    }
-    int64_t t = -1;
-    if (matched && at(j, kSqrt) && program[j].a == second && program[j].dst >= n_slots) {
-      t = program[j].dst;
-      ++j;
-    } else {
-      matched = false;
-    }
-    if (matched && at(j, kDivScalar) && program[j].dst == t && program[j].a == t) {
-      fused.scaled = true;
-      fused.denom_scale = program[j].s0;
-      ++j;
-    }
-    matched = matched && at(j, kAddScalar) && program[j].dst == t && program[j].a == t;
-    if (matched) fused.eps = program[j++].s0;
-    matched = matched && at(j, kAddcdiv) && program[j].dst == program[j].a &&
-              program[j].b == fused.m && program[j].c == t;
-    if (matched) {
-      fused.p = program[j].dst;
-      fused.step = program[j++].s0;
-      const std::vector<int64_t> regs = {fused.p, fused.g, fused.m, fused.v, t};
-      for (size_t a = 0; a < regs.size(); ++a) {
-        for (size_t b = a + 1; b < regs.size(); ++b) matched = matched && regs[a] != regs[b];
-        matched = matched && regs[a] != fused.vmax;
+// Replaces each run of the moments
+//   m = lerp(m, g, w); v = v * b2; v = v + c * g * g; [x = max(x, v)]; t = sqrt(v or x)
+// followed by Adam's step
+//   [t = t / s]; t = t + eps; p = p + step * (m / t)
+// or AdaBound's
+//   t = t + eps; t = 1 / t; t = t * s; t = clamp(t, low, high); t = t * m; p = p + step * t
+// whose temporary t is not used afterwards, by one kAdamStep or kBoundStep.
+class MomentRuns {
+ public:
+  MomentRuns(const std::vector<Instruction>& program, int64_t n_slots)
+      : program_(program), n_slots_(n_slots) {}
+
+  std::vector<Instruction> fuse() {
+    std::vector<Instruction> out;
+    size_t i = 0;
+    while (i < program_.size()) {
+      Instruction run{kAdamStep, 0, 0, 0, 0, 0.0, 0.0};
+      size_t j = i;
+      if (moments(j, run) && (adam_tail(j, run) || bound_tail(j, run)) && independent(j, run)) {
+        out.push_back(run);
+        i = j;
+      } else {
+        out.push_back(program_[i++]);
       }
-      for (size_t k = j; k < n; ++k) matched = matched && !reads(program[k], t);
     }
-    if (matched) {
-      out.push_back(fused);
-      i = j;
-    } else {
-      out.push_back(program[i++]);
-    }
+    return out;
   }
-  return out;
+
+ private:
+  const std::vector<Instruction>& program_;
+  int64_t n_slots_;
+  int64_t t_ = -1;  // the run's temporary
+
+  bool at(size_t j, int64_t op) const { return j < program_.size() && program_[j].op == op; }
+  // An in-place instruction on the temporary: t = op(t, ...).
+  bool on_t(size_t j, int64_t op) const {
+    return at(j, op) && program_[j].dst == t_ && program_[j].a == t_;
+  }
+
+  bool moments(size_t& j, Instruction& run) {
+    if (!(at(j, kLerp) && at(j + 1, kMulScalar) && at(j + 2, kAddcmul))) return false;
+    const Instruction &lerp = program_[j], &mul = program_[j + 1], &addcmul = program_[j + 2];
+    run.m = lerp.dst;
+    run.g = lerp.b;
+    run.v = mul.dst;
+    run.lerp_weight = lerp.s0;
+    run.beta2 = mul.s0;
+    run.sq_weight = addcmul.s0;
+    if (!(lerp.a == run.m && mul.a == run.v && addcmul.dst == run.v && addcmul.a == run.v &&
+          addcmul.b == run.g && addcmul.c == run.g)) {
+      return false;
+    }
+    j += 3;
+    int64_t second = run.v;
+    if (at(j, kMaximum) && program_[j].dst == program_[j].a && program_[j].b == run.v) {
+      run.vmax = second = program_[j].dst;
+      ++j;
+    }
+    if (!(at(j, kSqrt) && program_[j].a == second && program_[j].dst >= n_slots_)) return false;
+    t_ = program_[j++].dst;
+    return true;
+  }
+
+  bool adam_tail(size_t& j, Instruction& run) {
+    size_t k = j;
+    if (on_t(k, kDivScalar)) {
+      run.scaled = true;
+      run.denom_scale = program_[k++].s0;
+    }
+    if (!on_t(k, kAddScalar)) return false;
+    run.eps = program_[k++].s0;
+    if (!(at(k, kAddcdiv) && program_[k].dst == program_[k].a && program_[k].b == run.m &&
+          program_[k].c == t_)) {
+      return false;
+    }
+    run.op = kAdamStep;
+    run.p = program_[k].dst;
+    run.step = program_[k].s0;
+    j = k + 1;
+    return true;
+  }
+
+  bool bound_tail(size_t& j, Instruction& run) {
+    if (!(on_t(j, kAddScalar) && on_t(j + 1, kReciprocal) && on_t(j + 2, kMulScalar) &&
+          on_t(j + 3, kClamp) && on_t(j + 4, kMul) && program_[j + 4].b == run.m &&
+          at(j + 5, kAdd) && program_[j + 5].dst == program_[j + 5].a &&
+          program_[j + 5].b == t_)) {
+      return false;
+    }
+    run.op = kBoundStep;
+    run.scaled = false;
+    run.eps = program_[j].s0;
+    run.denom_scale = program_[j + 2].s0;
+    run.low = program_[j + 3].s0;
+    run.high = program_[j + 3].s1;
+    run.p = program_[j + 5].dst;
+    run.step = program_[j + 5].s0;
+    j += 6;
+    return true;
+  }
+
+  // The fused loop keeps every value in registers, so its tensors must be distinct and the
+  // temporary must not be read after the run.
+  bool independent(size_t j, const Instruction& run) const {
+    const std::vector<int64_t> regs = {run.p, run.g, run.m, run.v, t_};
+    for (size_t a = 0; a < regs.size(); ++a) {
+      if (regs[a] == run.vmax) return false;
+      for (size_t b = a + 1; b < regs.size(); ++b) {
+        if (regs[a] == regs[b]) return false;
+      }
+    }
+    for (size_t k = j; k < program_.size(); ++k) {
+      if (reads(program_[k], t_)) return false;
+    }
+    return true;
+  }
+};
+
+std::vector<Instruction> fuse_moment_steps(const std::vector<Instruction>& program,
+                                           int64_t n_slots) {
+  return MomentRuns(program, n_slots).fuse();
 }
 
 template <typename T, typename S>
@@ -338,42 +436,47 @@ bool fusable(const at::Tensor* xs, int64_t n_slots) {
   return true;
 }
 
-// tensors: n_slots tensors per parameter, parameter-major. Runs the program on every parameter
-// the kernel can take and returns the indices of the others, untouched, for another engine. The
-// program is checked before any tensor is written, so a bad call changes nothing.
-std::vector<int64_t> run_program_(at::TensorList tensors, int64_t n_slots, int64_t n_registers,
-                                  at::IntArrayRef code, at::ArrayRef<double> scalars) {
+// A decoded program: the instructions (Adam runs fused) and which input slots it writes.
+struct Decoded {
+  std::vector<Instruction> program;
+  std::vector<bool> written;
+};
+
+// Checks and decodes a program before any tensor is touched, so a bad call changes nothing.
+Decoded decode(int64_t n_slots, int64_t n_registers, at::IntArrayRef code,
+               at::ArrayRef<double> scalars) {
   TORCH_CHECK(n_slots > 0 && n_registers >= n_slots, "fused engine: bad register counts");
-  TORCH_CHECK(tensors.size() % n_slots == 0, "fused engine: ", tensors.size(),
-              " tensors do not split into slots of ", n_slots);
   const int64_t n_instructions = static_cast<int64_t>(code.size()) / kFieldsPerInstruction;
   TORCH_CHECK(static_cast<int64_t>(code.size()) == n_instructions * kFieldsPerInstruction &&
                   static_cast<int64_t>(scalars.size()) == 2 * n_instructions,
               "fused engine: malformed program");
-  std::vector<Instruction> program;
-  std::vector<bool> written(static_cast<size_t>(n_slots), false);
+  Decoded decoded;
+  decoded.written.assign(static_cast<size_t>(n_slots), false);
   for (int64_t i = 0; i < n_instructions; ++i) {
     const int64_t* f = code.data() + i * kFieldsPerInstruction;
     for (int64_t j = 1; j < kFieldsPerInstruction; ++j) {
       TORCH_CHECK(f[j] >= 0 && f[j] < n_registers, "fused engine: register out of range");
     }
     TORCH_CHECK(f[0] >= kNeg && f[0] <= kClamp, "fused engine: unknown opcode ", f[0]);
-    program.push_back({f[0], f[1], f[2], f[3], f[4], scalars[2 * i], scalars[2 * i + 1]});
-    if (f[1] < n_slots) written[f[1]] = true;
+    decoded.program.push_back(
+        {f[0], f[1], f[2], f[3], f[4], scalars[2 * i], scalars[2 * i + 1]});
+    if (f[1] < n_slots) decoded.written[f[1]] = true;
   }
-  program = fuse_adam_steps(program, n_slots);
-  const int64_t n_params = static_cast<int64_t>(tensors.size()) / n_slots;
-  std::vector<void*> data(tensors.size());
-  std::vector<at::ScalarType> types(tensors.size());
+  decoded.program = fuse_moment_steps(decoded.program, n_slots);
+  return decoded;
+}
+
+// Runs a decoded program over `n_params` parameters of n_slots tensors each (parameter-major),
+// skipping those for which `take` is false.
+void run_decoded(const Decoded& decoded, const at::Tensor* tensors, int64_t n_params,
+                 int64_t n_slots, int64_t n_registers, const std::vector<bool>& take) {
+  std::vector<void*> data(static_cast<size_t>(n_params * n_slots));
+  std::vector<at::ScalarType> types(data.size());
   std::vector<Chunk> chunks;
-  std::vector<int64_t> skipped;
   bool any_double = false;
   for (int64_t t = 0; t < n_params; ++t) {
-    const at::Tensor* xs = tensors.data() + t * n_slots;
-    if (!fusable(xs, n_slots)) {
-      skipped.push_back(t);
-      continue;
-    }
+    if (!take[t]) continue;
+    const at::Tensor* xs = tensors + t * n_slots;
     for (int64_t s = 0; s < n_slots; ++s) {
       data[t * n_slots + s] = xs[s].data_ptr();
       types[t * n_slots + s] = xs[s].scalar_type();
@@ -384,23 +487,36 @@ std::vector<int64_t> run_program_(at::TensorList tensors, int64_t n_slots, int64
       chunks.push_back({t, begin, std::min(kChunk, numel - begin)});
     }
   }
-  if (chunks.empty()) return skipped;
+  if (chunks.empty()) return;
   if (any_double) {
-    run_typed<double>(data, types, chunks, program, written, n_slots, n_registers);
+    run_typed<double>(data, types, chunks, decoded.program, decoded.written, n_slots,
+                      n_registers);
   } else {
-    run_typed<float>(data, types, chunks, program, written, n_slots, n_registers);
+    run_typed<float>(data, types, chunks, decoded.program, decoded.written, n_slots,
+                     n_registers);
   }
+}
+
+// tensors: n_slots tensors per parameter, parameter-major. Runs the program on every parameter
+// the kernel can take and returns the indices of the others, untouched, for another engine.
+std::vector<int64_t> run_program_(at::TensorList tensors, int64_t n_slots, int64_t n_registers,
+                                  at::IntArrayRef code, at::ArrayRef<double> scalars) {
+  const Decoded decoded = decode(n_slots, n_registers, code, scalars);
+  TORCH_CHECK(tensors.size() % n_slots == 0, "fused engine: ", tensors.size(),
+              " tensors do not split into slots of ", n_slots);
+  const int64_t n_params = static_cast<int64_t>(tensors.size()) / n_slots;
+  std::vector<bool> take(static_cast<size_t>(n_params));
+  std::vector<int64_t> skipped;
+  for (int64_t t = 0; t < n_params; ++t) {
+    take[t] = fusable(tensors.data() + t * n_slots, n_slots);
+    if (!take[t]) skipped.push_back(t);
+  }
+  run_decoded(decoded, tensors.data(), n_params, n_slots, n_registers, take);
   return skipped;
 }
 
-// Adds 1 to every step counter (one-element float tensors on the CPU) and returns the new
-// counts: one call instead of a dispatch per parameter. All are checked before any is changed.
-std::vector<double> advance_steps_(at::TensorList steps) {
-  for (const at::Tensor& t : steps) {
-    TORCH_CHECK(t.device().is_cpu() && t.numel() == 1 &&
-                    (t.scalar_type() == at::kFloat || t.scalar_type() == at::kDouble),
-                "advance_steps_: step counters must be one-element float CPU tensors");
-  }
+// Adds 1 to one-element float CPU counters (checked by the caller) and returns the new counts.
+std::vector<double> advance(const std::vector<at::Tensor>& steps) {
   std::vector<double> counts;
   counts.reserve(steps.size());
   for (const at::Tensor& t : steps) {
@@ -415,6 +531,80 @@ std::vector<double> advance_steps_(at::TensorList steps) {
     }
   }
   return counts;
+}
+
+bool is_counter(const at::Tensor& t) {
+  return t.device().is_cpu() && t.numel() == 1 &&
+         (t.scalar_type() == at::kFloat || t.scalar_type() == at::kDouble);
+}
+
+double counter_value(const at::Tensor& t) {
+  return t.scalar_type() == at::kFloat ? static_cast<double>(*t.data_ptr<float>())
+                                       : *t.data_ptr<double>();
+}
+
+// The tensors of a param group's fused step, kept between steps so that a step passes no
+// tensor list from Python: converting thousands of tensors into a list on every call costs more
+// than the arithmetic of small parameters. Slot 1 of each parameter is its gradient, read again
+// from the parameter at every check (backward may have made a new one). The Python side checks
+// that the group's parameters and state tensors are the ones the plan holds; `check` verifies
+// what only the tensors can tell.
+struct Plan : torch::CustomClassHolder {
+  std::vector<at::Tensor> tensors;  // n_slots per parameter, parameter-major
+  std::vector<at::Tensor> steps;    // each parameter's step counter
+  std::vector<at::Tensor> frozen;   // the group's parameters that had no gradient
+  int64_t n_slots;
+
+  Plan(std::vector<at::Tensor> tensors_, std::vector<at::Tensor> steps_,
+       std::vector<at::Tensor> frozen_, int64_t n_slots_)
+      : tensors(std::move(tensors_)), steps(std::move(steps_)), frozen(std::move(frozen_)),
+        n_slots(n_slots_) {
+    TORCH_CHECK(n_slots >= 2 && tensors.size() == steps.size() * n_slots,
+                "fused plan: ", tensors.size(), " tensors for ", steps.size(),
+                " parameters of ", n_slots, " slots");
+  }
+
+  // Whether the plan can run this step: every parameter has a dense gradient of its shape,
+  // every frozen parameter still has none, every counter reads `count`, and every tensor fits
+  // the kernel. Changes nothing but the plan's references to the gradients.
+  bool check(double count) {
+    for (const at::Tensor& p : frozen) {
+      if (p.grad().defined()) return false;
+    }
+    const int64_t n_params = static_cast<int64_t>(steps.size());
+    for (int64_t t = 0; t < n_params; ++t) {
+      at::Tensor* xs = tensors.data() + t * n_slots;
+      const at::Tensor& grad = xs[0].grad();
+      if (!grad.defined() || grad.layout() != at::kStrided || grad.sizes() != xs[0].sizes()) {
+        return false;
+      }
+      xs[1] = grad;
+      if (!fusable(xs, n_slots) || !is_counter(steps[t]) || counter_value(steps[t]) != count) {
+        return false;
+      }
+    }
+    return true;
+  }
+
+  // Advances every counter and runs the program over every parameter; call after `check`.
+  void run(int64_t n_registers, std::vector<int64_t> code, std::vector<double> scalars) {
+    const Decoded decoded = decode(n_slots, n_registers, code, scalars);
+    advance(steps);
+    const int64_t n_params = static_cast<int64_t>(steps.size());
+    run_decoded(decoded, tensors.data(), n_params, n_slots, n_registers,
+                std::vector<bool>(static_cast<size_t>(n_params), true));
+    for (int64_t t = 0; t < n_params; ++t) tensors[t * n_slots + 1] = at::Tensor();
+  }
+};
+
+// Adds 1 to every step counter (one-element float tensors on the CPU) and returns the new
+// counts: one call instead of a dispatch per parameter. All are checked before any is changed.
+std::vector<double> advance_steps_(at::TensorList steps) {
+  for (const at::Tensor& t : steps) {
+    TORCH_CHECK(is_counter(t), "advance_steps_: step counters must be one-element float CPU "
+                "tensors");
+  }
+  return advance(steps.vec());
 }
 
 // The memory-bandwidth probe of the benchmarks: one pass that reads p, g, m, v and writes p, m, v
@@ -447,6 +637,11 @@ TORCH_LIBRARY(rectified_fused, m) {
       "float[] scalars) -> int[]",
       &rectified_fused::run_program_);
   m.def("advance_steps_(Tensor(a!)[] steps) -> float[]", &rectified_fused::advance_steps_);
+  m.class_<rectified_fused::Plan>("Plan")
+      .def(torch::init<std::vector<at::Tensor>, std::vector<at::Tensor>,
+                       std::vector<at::Tensor>, int64_t>())
+      .def("check", &rectified_fused::Plan::check)
+      .def("run", &rectified_fused::Plan::run);
   m.def("probe_bandwidth_(Tensor(a!) p, Tensor g, Tensor(b!) m, Tensor(c!) v) -> ()",
         &rectified_fused::probe_bandwidth_);
 }

@@ -1,0 +1,237 @@
+"""Kept fused plans: reused while nothing changes, and never used once something has.
+
+Each scenario changes something between steps (state replaced, gradients appearing or
+vanishing, parameters added, a checkpoint loaded, a counter rewritten...) in the same way for a
+fused optimizer, which keeps a plan from step to step, and a reference-engine one; both must end
+equal. The plan must also really be used on the steps where nothing changed.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import rectified
+from rectified.engines import extension, fused
+from rectified.engines.plans import GroupPlan
+from tests.helpers import assert_close_relative, roundtrip
+
+STEPS = 10
+CHANGE_AT = 5
+
+
+@pytest.fixture(scope="module", autouse=True)
+def kernel():
+    try:
+        extension.build()
+    except extension.BuildError as error:
+        pytest.skip(f"no fused kernel on this machine: {error}")
+    assert fused.available()
+
+
+@pytest.fixture
+def plan_steps(monkeypatch):
+    """How many group steps ran through a kept plan."""
+    calls = []
+    original = GroupPlan.step_
+
+    def counted(self, rule, group):
+        calls.append(group)
+        return original(self, rule, group)
+
+    monkeypatch.setattr(GroupPlan, "step_", counted)
+    return calls
+
+
+def _params(dtype=torch.float64):
+    generator = torch.Generator().manual_seed(0)
+    shapes = ((6, 5), (7,), (3, 4), (5,))
+    return [torch.randn(s, generator=generator, dtype=torch.float64).to(dtype).requires_grad_()
+            for s in shapes]
+
+
+def _grads(params, step):
+    generator = torch.Generator().manual_seed(100 + step)
+    return [torch.randn(p.shape, generator=generator, dtype=torch.float64).to(p.dtype)
+            for p in params]
+
+
+def _replace_state_tensor(opt, params, step):
+    opt.state[params[0]]["exp_avg"] = opt.state[params[0]]["exp_avg"].clone().mul_(0.5)
+
+
+def _replace_state_entry(opt, params, step):
+    opt.state[params[1]] = {k: v.clone() for k, v in opt.state[params[1]].items()}
+
+
+def _rewrite_counter(opt, params, step):
+    opt.state[params[2]]["step"].fill_(50.0)
+
+
+def _change_hyperparameters(opt, params, step):
+    opt.param_groups[0]["lr"] = 0.003
+    opt.param_groups[0]["betas"] = (0.8, 0.95)
+    opt.param_groups[0]["weight_decay"] = 0.1
+
+
+def _toggle_amsgrad(opt, params, step):
+    opt.param_groups[0]["amsgrad"] = True
+
+
+def _replace_data(opt, params, step):
+    params[3].data = params[3].data.flip(0).contiguous()
+
+
+def _load_checkpoint(opt, params, step):
+    opt.load_state_dict(roundtrip(opt.state_dict()))
+
+
+def _add_param(opt, params, step):
+    extra = torch.ones(4, dtype=params[0].dtype, requires_grad=True)
+    params.append(extra)
+    opt.param_groups[0]["params"].append(extra)
+
+
+def _add_group(opt, params, step):
+    extra = torch.ones(3, dtype=params[0].dtype, requires_grad=True)
+    params.append(extra)
+    opt.add_param_group({"params": [extra], "lr": 0.02})
+
+
+SCENARIOS = {
+    "nothing": None,
+    "state tensor replaced": _replace_state_tensor,
+    "state entry replaced": _replace_state_entry,
+    "step counter rewritten": _rewrite_counter,
+    "hyperparameters changed": _change_hyperparameters,
+    "amsgrad switched on": _toggle_amsgrad,
+    "parameter data replaced": _replace_data,
+    "checkpoint loaded": _load_checkpoint,
+    "parameter appended": _add_param,
+    "group added": _add_group,
+}
+
+
+def _train(change, grad_pattern, dtype=torch.float64, **engine):
+    params = _params(dtype)
+    opt = rectified.Adam(params, lr=0.01, **engine)
+    for step in range(STEPS):
+        if step == CHANGE_AT and change is not None:
+            change(opt, params, step)
+        for i, (p, g) in enumerate(zip(params, _grads(params, step))):
+            p.grad = None if not grad_pattern(i, step) else g
+        opt.step()
+    return params
+
+
+def _always(i, step):
+    return True
+
+
+@pytest.mark.parametrize("name", list(SCENARIOS))
+def test_a_kept_plan_follows_every_change(name, plan_steps):
+    change = SCENARIOS[name]
+    expected = _train(change, _always, foreach=False)
+    actual = _train(change, _always, fused=True)
+    assert_close_relative(actual, expected, rtol=1e-12)
+    # Planned from the second step on; a change costs the step it happens at, except where it
+    # leaves the group's counters unequal (then every step buckets them on the general path).
+    unequal_counters = name in ("step counter rewritten", "parameter appended")
+    assert len(plan_steps) >= (CHANGE_AT - 1 if unequal_counters else STEPS - 2)
+
+
+@pytest.mark.parametrize(
+    "pattern",
+    [
+        pytest.param(lambda i, step: not (i == 1 and step in (3, 4, 7)), id="grad vanishes"),
+        pytest.param(lambda i, step: i != 2 or step >= 6, id="grad appears late"),
+        pytest.param(lambda i, step: (i + step) % 3 != 0, id="grads alternate"),
+    ],
+)
+def test_gradients_appearing_and_vanishing(pattern, plan_steps):
+    expected = _train(None, pattern, foreach=False)
+    actual = _train(None, pattern, fused=True)
+    assert_close_relative(actual, expected, rtol=1e-12)
+
+
+def test_unchanged_groups_run_planned(plan_steps):
+    _train(None, _always, fused=True)
+    assert len(plan_steps) == STEPS - 1
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_low_precision_groups_run_planned(dtype, plan_steps):
+    expected = _train(None, _always, dtype, foreach=False)
+    actual = _train(None, _always, dtype, fused=True)
+    assert len(plan_steps) == STEPS - 1
+    tolerance = 1e-6 if dtype == torch.float32 else 2 * torch.finfo(dtype).eps
+    assert_close_relative([p.float() for p in actual], [p.float() for p in expected],
+                          rtol=tolerance * 20)
+
+
+def _planned_optimizer():
+    params = _params()
+    other = torch.randn(3, dtype=torch.float64, requires_grad=True)
+    opt = rectified.RAdam([{"params": params}, {"params": [other]}], lr=0.01, fused=True)
+    for step in range(3):
+        for p, g in zip(params, _grads(params, step)):
+            p.grad = g
+        other.grad = torch.ones_like(other)
+        opt.step()
+    return opt, params, other
+
+
+def _sparse_gradient(opt, other):
+    other.grad = torch.ones_like(other).to_sparse()
+
+
+def _bad_learning_rate(opt, other):
+    opt.param_groups[1]["lr"] = -1.0
+
+
+@pytest.mark.parametrize(
+    "spoil, error",
+    [
+        (_sparse_gradient, "RAdam does not support sparse gradients"),
+        (_bad_learning_rate, "Invalid learning rate: -1.0"),
+    ],
+)
+def test_a_bad_second_group_raises_before_the_planned_first_moves(spoil, error):
+    opt, params, other = _planned_optimizer()
+    spoil(opt, other)
+    before = [p.detach().clone() for p in params]
+    counts = [opt.state[p]["step"].item() for p in params]
+    with pytest.raises((RuntimeError, ValueError), match=error):
+        opt.step()
+    assert all(torch.equal(p, b) for p, b in zip(params, before))
+    assert [opt.state[p]["step"].item() for p in params] == counts
+
+
+def test_non_contiguous_gradient_leaves_the_plan_and_matches():
+    results = []
+    for engine in ({"foreach": False}, {"fused": True}):
+        params = _params()
+        opt = rectified.AdamW(params, lr=0.01, **engine)
+        for step in range(6):
+            for p, g in zip(params, _grads(params, step)):
+                p.grad = g
+            if step == 4:
+                params[0].grad = params[0].grad.t().contiguous().t()
+                assert not params[0].grad.is_contiguous()
+            opt.step()
+        results.append(params)
+    assert_close_relative(results[1], results[0], rtol=1e-12)
+
+
+def test_plans_do_not_keep_gradients_alive():
+    params = _params()
+    opt = rectified.Adam(params, lr=0.01, fused=True)
+    for step in range(4):
+        for p, g in zip(params, _grads(params, step)):
+            p.grad = g
+        opt.step()
+    probe = params[0].grad
+    opt.zero_grad(set_to_none=True)
+    import sys
+
+    assert sys.getrefcount(probe) == 2  # this name and getrefcount's argument
