@@ -132,8 +132,10 @@ def apply_rule(
     if any(p.is_complex() for p in slots[0]):  # then their grads and state are complex too
         slots = [[_real(x) for x in xs] for xs in slots]
     if engine == "reference":
+        slots, write_back = in_state_dtype(slots)
         for i, step in enumerate(steps):
             _update(rule, PER_TENSOR, group, keys, [[xs[i]] for xs in slots], step)
+        _write_back(write_back)
     elif engine == "foreach":
         _apply_foreach(rule, group, keys, slots, steps)
     else:
@@ -151,9 +153,35 @@ def _select(slots: list[list[Tensor]], index: Sequence[int]) -> list[list[Tensor
     return [[xs[i] for i in index] for xs in slots]
 
 
+def in_state_dtype(slots: list[list[Tensor]]) -> tuple[list[list[Tensor]], list]:
+    """Slots whose parameters and gradients are converted to their state's dtype where it
+    differs (a ``state_dtype`` option), and the (parameter, converted copy) pairs to copy back.
+
+    The update is then computed in the state's precision and the parameter rounded once, as
+    the fused kernel does with mixed dtypes.
+    """
+    if len(slots) < 3 or all(p.dtype == s.dtype for p, s in zip(slots[0], slots[2])):
+        return slots, []
+    params, grads = list(slots[0]), list(slots[1])
+    write_back = []
+    for i, (p, s) in enumerate(zip(slots[0], slots[2])):
+        if p.dtype != s.dtype:
+            params[i] = p.to(s.dtype)
+            grads[i] = grads[i].to(s.dtype)
+            write_back.append((p, params[i]))
+    return [params, grads, *slots[2:]], write_back
+
+
+def _write_back(pairs: list) -> None:
+    for param, computed in pairs:
+        param.copy_(computed)
+
+
 def _apply_foreach(rule, group, keys, slots, steps) -> None:
+    slots, write_back = in_state_dtype(slots)
     for (*_, step), index in _buckets(slots[0], steps, by_device=True).items():
         _update(rule, FOREACH, group, keys, _select(slots, index), step)
+    _write_back(write_back)
 
 
 def _apply_fused(rule, group, keys, slots, steps) -> None:

@@ -22,7 +22,11 @@ FUSED_ARGS = """\
         ``python -m rectified.engines.build``; without a compiler it warns once and runs
         foreach). ``None`` (default) runs fused when the kernel is already built and
         ``foreach`` is not set. Tensors off the CPU or not contiguous run foreach; ``True``
-        with CUDA parameters is an error, and so is ``fused=True`` with ``foreach=True``."""
+        with CUDA parameters is an error, and so is ``fused=True`` with ``foreach=True``.
+    state_dtype (torch.dtype, optional): dtype of the moments (``None``, default: the
+        parameter's). ``torch.float32`` keeps float32 state for bfloat16 or float16
+        parameters: every engine then computes the step in float32 and rounds the parameter
+        once. Checkpoints keep it on load."""
 
 COMMON_ARGS = """\
     foreach (bool, optional): engine choice as in torch.optim: ``True`` runs the foreach

@@ -3,6 +3,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+import torch
 from torch import Tensor
 
 from rectified.optim._doc import COMMON_ARGS, FUSED_ARGS, with_algorithm
@@ -67,6 +68,7 @@ class Adam(RuleOptimizer):
         maximize: bool = False,
         decoupled_weight_decay: bool = False,
         skip_nonfinite: bool = False,
+        state_dtype: torch.dtype | None = None,
     ) -> None:
         defaults = dict(
             lr=lr,
@@ -79,6 +81,7 @@ class Adam(RuleOptimizer):
             maximize=maximize,
             decoupled_weight_decay=decoupled_weight_decay,
             skip_nonfinite=skip_nonfinite,
+            state_dtype=state_dtype,
         )
         super().__init__(params, defaults)
 
@@ -115,6 +118,7 @@ class AdamW(Adam):
         fused: bool | None = None,
         maximize: bool = False,
         skip_nonfinite: bool = False,
+        state_dtype: torch.dtype | None = None,
     ) -> None:
         super().__init__(
             params,
@@ -128,6 +132,7 @@ class AdamW(Adam):
             maximize=maximize,
             decoupled_weight_decay=True,
             skip_nonfinite=skip_nonfinite,
+            state_dtype=state_dtype,
         )
 
     def __setstate__(self, state: dict[str, Any]) -> None:

@@ -3,6 +3,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+import torch
 from torch import Tensor
 
 from rectified.optim._doc import COMMON_ARGS, FUSED_ARGS, with_algorithm
@@ -54,6 +55,7 @@ class RAdam(RuleOptimizer):
         fused: bool | None = None,
         maximize: bool = False,
         skip_nonfinite: bool = False,
+        state_dtype: torch.dtype | None = None,
     ) -> None:
         defaults = dict(
             lr=lr,
@@ -67,6 +69,7 @@ class RAdam(RuleOptimizer):
             fused=fused,
             maximize=maximize,
             skip_nonfinite=skip_nonfinite,
+            state_dtype=state_dtype,
         )
         super().__init__(params, defaults)
 

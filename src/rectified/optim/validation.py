@@ -10,6 +10,7 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
+import torch
 from torch import Tensor
 
 
@@ -58,3 +59,15 @@ def check_in_range(
 def check_bool(name: str, value: Any) -> None:
     if not isinstance(value, bool):
         raise ValueError(f"Invalid {name} value: {value!r} (expected True or False)")
+
+
+STATE_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
+
+
+def check_state_dtype(dtype: Any) -> None:
+    """``state_dtype``: None (the parameter's dtype) or one of :data:`STATE_DTYPES`."""
+    if dtype is not None and dtype not in STATE_DTYPES:
+        raise ValueError(
+            f"Invalid state_dtype: {dtype!r} (expected None, torch.float16, torch.bfloat16, "
+            "torch.float32 or torch.float64)"
+        )

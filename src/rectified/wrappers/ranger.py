@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import torch
 from torch import Tensor
 
 from rectified.optim.radam import RAdam
@@ -31,8 +32,8 @@ class Ranger(Lookahead):
         threshold (float): RAdam's ρ_t threshold (default 5.0).
         degenerated_to_sgd (bool): momentum step below the threshold (default True).
         foreach (bool, optional), fused (bool, optional), maximize (bool), skip_nonfinite
-            (bool): as for :class:`rectified.RAdam`; the fused engine also runs the slow-weight
-            update as one pass.
+            (bool), state_dtype (torch.dtype, optional): as for :class:`rectified.RAdam`; the
+            fused engine also runs the slow-weight update as one pass.
     """
 
     def __init__(
@@ -52,6 +53,7 @@ class Ranger(Lookahead):
         fused: bool | None = None,
         maximize: bool = False,
         skip_nonfinite: bool = False,
+        state_dtype: torch.dtype | None = None,
     ) -> None:
         inner = RAdam(
             params,
@@ -66,5 +68,6 @@ class Ranger(Lookahead):
             fused=fused,
             maximize=maximize,
             skip_nonfinite=skip_nonfinite,
+            state_dtype=state_dtype,
         )
         super().__init__(inner, k=k, alpha=alpha)
