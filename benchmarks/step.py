@@ -77,8 +77,8 @@ def make_params(layout: Layout, device: torch.device) -> list[torch.Tensor]:
 
 def bench_layout(layout: Layout, device: torch.device, rounds: int, compile_torch: bool) -> dict:
     params = make_params(layout, device)
-    variants: list[Variant] = (headline_variants(device) if layout.headline_only
-                               else all_variants(device, compile_torch))
+    variants: list[Variant] = (headline_variants() if layout.headline_only
+                               else all_variants(compile_torch))
     labels, steps, rows = ["floor (28 B/param probe)"], [], []
     probe = floor_probe(layout.numel, device)
     if probe is None:
@@ -146,8 +146,6 @@ def end_to_end(device: torch.device, rounds: int) -> list[dict]:
         "torch.optim RAdam foreach": lambda ps: torch.optim.RAdam(ps, foreach=True),
         "torch.optim Adam fused": lambda ps: torch.optim.Adam(ps, fused=True),
     }
-    if device.type != "cpu":
-        builds.pop("rectified RAdam fused")
     iterations, steps = {}, {}
 
     def iteration(model: nn.Module, optimizer: torch.optim.Optimizer, label: str) -> None:

@@ -73,12 +73,11 @@ def _third_party() -> list[Variant]:
     return found
 
 
-def all_variants(device: torch.device, compile_torch: bool) -> list[Variant]:
-    """Every variant that runs on ``device`` (the fused engine and torch's fused RAdam-less
-    set are CPU/CUDA specific), torch.compile'd ones only if ``compile_torch``."""
+def all_variants(compile_torch: bool) -> list[Variant]:
+    """Every variant (the fused engine runs its own kernel on the CPU and torch's fused Adam
+    kernels on CUDA), torch.compile'd ones only if ``compile_torch``."""
     variants = [_rectified(rule, engine) for rule in RECTIFIED_RULES
-                for engine in RECTIFIED_ENGINES
-                if not (engine == "fused" and device.type != "cpu")]
+                for engine in RECTIFIED_ENGINES]
     for rule in TORCH_RULES:
         for engine in TORCH_ENGINES:
             if engine == "fused" and rule == "RAdam":
@@ -89,9 +88,9 @@ def all_variants(device: torch.device, compile_torch: bool) -> list[Variant]:
     return variants + _third_party()
 
 
-def headline_variants(device: torch.device) -> list[Variant]:
+def headline_variants() -> list[Variant]:
     """The smaller set for the largest layout: every fused rule and its closest competitors."""
     keep = {("rectified", "fused"), ("rectified", "foreach"), ("torch.optim", "fused"),
             ("torch.optim", "foreach")}
-    return [v for v in all_variants(device, compile_torch=False)
+    return [v for v in all_variants(compile_torch=False)
             if (v.library, v.engine) in keep and (v.engine != "foreach" or v.rule == "RAdam")]

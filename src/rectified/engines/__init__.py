@@ -4,7 +4,8 @@
 * ``foreach``: the rule runs once per bucket of parameters that share device, dtype and step
   count, with ``torch._foreach_*`` ops (:mod:`.foreach`).
 * ``fused``: the rule is traced into an elementwise program that one C++ kernel runs over a
-  whole bucket in a single pass (:mod:`.fused`, CPU only).
+  whole bucket in a single pass (:mod:`.fused`, CPU); on CUDA an Adam step of the program is
+  handed to torch's fused Adam kernels (:mod:`.torch_fused`), and anything else runs foreach.
 
 All call the same :meth:`~rectified.rules.base.UpdateRule.update_`, so they agree up to float
 rounding; the tests hold them equal.
@@ -19,7 +20,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from rectified.engines import fused
+from rectified.engines import fused, torch_fused
 from rectified.engines.foreach import FOREACH
 from rectified.engines.reference import PER_TENSOR
 from rectified.rules.base import UpdateRule
@@ -50,11 +51,11 @@ def engine_for(group: Mapping[str, Any]) -> str:
 
 def check_engine(group: Mapping[str, Any], params: Sequence[Tensor]) -> None:
     """Raise ``RuntimeError`` if ``fused=True`` is asked for tensors it cannot run."""
-    if group.get("fused") and not all(p.is_cpu for p in params):
-        devices = sorted({p.device.type for p in params} - {"cpu"})
+    if group.get("fused") and not all(p.is_cpu or p.is_cuda for p in params):
+        devices = sorted({p.device.type for p in params} - {"cpu", "cuda"})
         raise RuntimeError(
-            f"fused=True supports CPU tensors only, got tensors on {', '.join(devices)}; "
-            "use fused=None or foreach=True there"
+            f"fused=True supports CPU and CUDA tensors only, got tensors on "
+            f"{', '.join(devices)}; use fused=None or foreach=True there"
         )
 
 
@@ -196,8 +197,30 @@ def _apply_fused(rule, group, keys, slots, steps) -> None:
     leftovers: list[int] = []
     left_steps: list[int] = []
     for program, index, step in plans:
-        skipped = fused.run(program, _select(slots, index))
-        leftovers += [index[i] for i in skipped]
+        skipped = [index[i] for i in fused.run(program, _select(slots, index))]
+        skipped = _run_on_accelerator(program, slots, skipped)
+        leftovers += skipped
         left_steps += [step] * len(skipped)
     if leftovers:
         _apply_foreach(rule, group, keys, _select(slots, leftovers), left_steps)
+
+
+def _run_on_accelerator(program: fused.Program, slots, index: list[int]) -> list[int]:
+    """Run the CUDA parameters among ``index`` with torch's fused Adam kernels where the
+    program is an Adam step (:mod:`.torch_fused`); return the indices left for foreach."""
+    on_cuda = [i for i in index if on_accelerator(slots[0][i])]
+    if not on_cuda:
+        return index
+    call = torch_fused.match(program)
+    if call is None:
+        return index
+    try:
+        torch_fused.run_(call, _select(slots, on_cuda))
+    except ValueError:  # e.g. float32 state beside bfloat16 parameters; nothing was written
+        return index
+    return [i for i in index if not on_accelerator(slots[0][i])]
+
+
+def on_accelerator(tensor: Tensor) -> bool:
+    """Whether the fused engine hands ``tensor`` to torch's fused kernels (CUDA tensors)."""
+    return tensor.is_cuda

@@ -17,12 +17,14 @@ def with_algorithm(summary: str, rule_module: ModuleType, arguments: str) -> str
 
 
 FUSED_ARGS = """\
-    fused (bool, optional): ``True`` runs the fused CPU engine (one C++ pass per step over all
-        parameters; the kernel is compiled on first use, or ahead of time with
+    fused (bool, optional): ``True`` runs the fused engine: on the CPU one C++ pass per step
+        over all parameters (the kernel is compiled on first use, or ahead of time with
         ``python -m rectified.engines.build``; without a compiler it warns once and runs
-        foreach). ``None`` (default) runs fused when the kernel is already built and
-        ``foreach`` is not set. Tensors off the CPU or not contiguous run foreach; ``True``
-        with CUDA parameters is an error, and so is ``fused=True`` with ``foreach=True``.
+        foreach); on CUDA, Adam steps (Adam, AdamW, AMSGrad, RAdam's rectified steps) go to
+        torch's fused Adam kernels and the rest runs foreach. ``None`` (default) runs fused
+        when the kernel is already built and ``foreach`` is not set. Non-contiguous tensors run
+        foreach; ``True`` with tensors on other devices is an error, and so is ``fused=True``
+        with ``foreach=True``.
     state_dtype (torch.dtype, optional): dtype of the moments (``None``, default: the
         parameter's). ``torch.float32`` keeps float32 state for bfloat16 or float16
         parameters: every engine then computes the step in float32 and rounds the parameter
