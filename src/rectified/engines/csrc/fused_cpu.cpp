@@ -43,7 +43,8 @@ constexpr int64_t kFieldsPerInstruction = 5;  // op, dst, a, b, c
 #define RECTIFIED_CHUNK 1024
 #endif
 constexpr int64_t kChunk = RECTIFIED_CHUNK;
-constexpr int64_t kGrainChunks = 32;  // below ~32k elements one thread is faster
+constexpr int64_t kGrainChunks = 32;     // below ~32k elements one thread is faster
+constexpr int64_t kPrefetchBytes = 2048;  // of each stream of the next tensor, see run_typed
 
 // kAdamStep and kBoundStep are internal: runs of instructions that the Adam-family rules emit,
 // found in the decoded program and executed as one loop each (see fuse_moment_steps). Each
@@ -383,20 +384,24 @@ void run_typed(const std::vector<void*>& data, const std::vector<at::ScalarType>
     for (int64_t r = n_slots; r < n_registers; ++r) reg[r] = buffer.data() + r * kChunk;
     for (int64_t k = first; k < last; ++k) {
       const Chunk& chunk = chunks[k];
-#ifdef RECTIFIED_PREFETCH
       if (k + 1 < last && chunks[k + 1].tensor != chunk.tensor) {
-        // The hardware prefetchers lose the streams where a tensor ends; start the next
-        // tensor's lines loading while this chunk computes.
+        // The hardware prefetchers lose the streams where a tensor ends and take a few misses
+        // to find the next tensor's; start its first lines loading while this chunk computes.
+        // Worth about 4% of a step over 1,000 tensors of 10k (2 KiB a stream was best; 1-8 KiB
+        // measured).
         const Chunk& next = chunks[k + 1];
         for (int64_t s = 0; s < n_slots; ++s) {
           const int64_t index = next.tensor * n_slots + s;
           const char* base = static_cast<const char*>(data[index]);
-          const int64_t bytes = std::min<int64_t>(RECTIFIED_PREFETCH,
+          const int64_t bytes = std::min<int64_t>(kPrefetchBytes,
                                                   next.size * c10::elementSize(types[index]));
-          for (int64_t off = 0; off < bytes; off += 64) __builtin_prefetch(base + off);
+          if (written[s]) {
+            for (int64_t off = 0; off < bytes; off += 64) __builtin_prefetch(base + off, 1);
+          } else {
+            for (int64_t off = 0; off < bytes; off += 64) __builtin_prefetch(base + off, 0);
+          }
         }
       }
-#endif
       for (int64_t s = 0; s < n_slots; ++s) {
         const int64_t index = chunk.tensor * n_slots + s;
         if (types[index] == native) {
