@@ -278,3 +278,33 @@ def test_kernel_takes_low_precision_params_with_float32_state():
     assert m.dtype == v.dtype == torch.float32 and p.dtype == torch.bfloat16
     assert torch.allclose(m, m32, rtol=1e-6) and torch.allclose(v, v32, rtol=1e-6)
     assert torch.equal(p, expected[0].bfloat16())
+
+
+def _trace_case(case, step, **overrides):
+    params = make_params()
+    optimizer = build(case, params, **{**case.kwargs, **overrides})
+    inner = optimizer.optimizer if isinstance(optimizer, rectified.Lookahead) else optimizer
+    group = inner.param_groups[0]
+    keys = inner.rule.state_keys(group)
+
+    def body(ops, params, grads, *state):
+        inner.rule.update_(ops, params, grads, dict(zip(keys, state)), group, step)
+
+    return fused.trace(body, 2 + len(keys))
+
+
+@pytest.mark.parametrize("maximize", [False, True])
+@pytest.mark.parametrize("case", FUSED_CASES, ids=case_id)
+def test_every_adam_family_step_runs_as_one_loop(case, maximize):
+    """Prologue (decay, maximize), moments and step: one fused loop, nothing else, for every
+    rule and option (RAdam from its first rectified step on)."""
+    step = 40
+    ops = fused.decoded_ops(_trace_case(case, step, maximize=maximize))
+    expected = fused.BOUND_STEP if case.build is rectified.AdaBound else fused.ADAM_STEP
+    assert ops == [expected]
+
+
+def test_radam_unadapted_steps_run_instruction_by_instruction():
+    case = next(case for case in FUSED_CASES if case.name == "RAdam")
+    ops = fused.decoded_ops(_trace_case(case, 2))
+    assert fused.ADAM_STEP not in ops and fused.ADD in ops

@@ -30,6 +30,7 @@ from rectified.engines import extension
 # Opcodes of csrc/fused_cpu.cpp.
 NEG, COPY, SQRT, ADD, ADD_SCALAR, MUL_SCALAR, MUL, DIV_SCALAR, DIV = range(9)
 RECIPROCAL, LERP, ADDCMUL, ADDCDIV, MAXIMUM, CLAMP = range(9, 15)
+ADAM_STEP, BOUND_STEP = 100, 101  # runs the kernel recognises and executes as one loop
 
 
 @dataclass(frozen=True)
@@ -147,6 +148,12 @@ def run(program: Program, slots: Sequence[Sequence[Tensor]]) -> list[int]:
     return torch.ops.rectified_fused.run_program_(
         flat, program.n_slots, program.n_registers, program.code, program.scalars
     )
+
+
+def decoded_ops(program: Program) -> list[int]:
+    """The opcodes the kernel runs for ``program``, after it has fused the Adam-family runs."""
+    return list(torch.ops.rectified_fused.decoded_ops(
+        program.n_slots, program.n_registers, program.code, program.scalars))
 
 
 def apply_ops_(body: Callable[..., None], slots: Sequence[Sequence[Tensor]]) -> list[int]:
