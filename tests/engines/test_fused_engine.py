@@ -308,3 +308,20 @@ def test_radam_unadapted_steps_run_instruction_by_instruction():
     case = next(case for case in FUSED_CASES if case.name == "RAdam")
     ops = fused.decoded_ops(_trace_case(case, 2))
     assert fused.ADAM_STEP not in ops and fused.ADD in ops
+
+
+def test_fallbacks_from_several_buckets_keep_their_own_step_counts():
+    """Every tensor falls back (non-contiguous) from two buckets of different step counts:
+    each must run foreach at its own count."""
+    results = []
+    for engine in (REFERENCE, FUSED):
+        torch.manual_seed(0)
+        params = [torch.randn(4, 3).t().requires_grad_() for _ in range(4)]
+        optimizer = rectified.Adam(params, lr=0.1, **engine)
+        for step in range(6):
+            for i, p in enumerate(params):
+                frozen = i % 2 == 1 and step < 2
+                p.grad = None if frozen else torch.randn(4, 3).t()
+            optimizer.step()
+        results.append(params)
+    assert_close_relative(results[1], results[0], rtol=1e-6)

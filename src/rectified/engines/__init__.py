@@ -149,7 +149,7 @@ def _update(rule, ops, group, keys, slots, step) -> None:
 
 
 def _select(slots: list[list[Tensor]], index: Sequence[int]) -> list[list[Tensor]]:
-    if len(index) == len(slots[0]):  # buckets list indices in order: this is all of them
+    if len(index) == len(slots[0]) and list(index) == list(range(len(index))):
         return slots
     return [[xs[i] for i in index] for xs in slots]
 
@@ -197,7 +197,10 @@ def _apply_fused(rule, group, keys, slots, steps) -> None:
     leftovers: list[int] = []
     left_steps: list[int] = []
     for program, index, step in plans:
-        skipped = [index[i] for i in fused.run(program, _select(slots, index))]
+        on_cpu = [i for i in index if slots[0][i].is_cpu]
+        skipped = [i for i in index if not slots[0][i].is_cpu]
+        if on_cpu:
+            skipped += [on_cpu[i] for i in fused.run(program, _select(slots, on_cpu))]
         skipped = _run_on_accelerator(program, slots, skipped)
         leftovers += skipped
         left_steps += [step] * len(skipped)
