@@ -325,3 +325,24 @@ def test_fallbacks_from_several_buckets_keep_their_own_step_counts():
             optimizer.step()
         results.append(params)
     assert_close_relative(results[1], results[0], rtol=1e-6)
+
+
+@pytest.mark.parametrize("dtype, rtol", [(torch.float64, 1e-12), (torch.float32, 1e-6)])
+@pytest.mark.parametrize("case", FUSED_CASES, ids=case_id)
+def test_long_chunks_and_many_parameters_match_reference(case, dtype, rtol):
+    """Sizes around the kernel's chunk lengths (1,024 and 16,384) and enough parameters for the
+    kept plan's check to run in parallel; one parameter loses its gradient for two steps."""
+    sizes = [40_001, 16_385, 16_384, 1_025, 3] + [17] * 140
+    results = []
+    for engine in (REFERENCE, FUSED):
+        generator = torch.Generator().manual_seed(0)
+        params = [torch.randn(n, generator=generator, dtype=dtype).requires_grad_()
+                  for n in sizes]
+        optimizer = case.build(params, **{**case.kwargs, **engine})
+        for step in range(8):
+            for i, p in enumerate(params):
+                grad = torch.randn(p.shape, generator=generator, dtype=dtype)
+                p.grad = None if (i == 100 and step in (3, 4)) else grad
+            optimizer.step()
+        results.append(params)
+    assert_close_relative(results[1], results[0], rtol=rtol)

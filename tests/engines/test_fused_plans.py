@@ -8,6 +8,8 @@ equal. The plan must also really be used on the steps where nothing changed.
 
 from __future__ import annotations
 
+import sys
+
 import pytest
 import torch
 
@@ -112,9 +114,16 @@ SCENARIOS = {
 }
 
 
-def _train(change, grad_pattern, dtype=torch.float64, **engine):
+OPTIMIZERS = {
+    "Adam": lambda params, **kw: rectified.Adam(params, lr=0.01, weight_decay=0.01, **kw),
+    "AdamW-maximize": lambda params, **kw: rectified.AdamW(params, lr=0.01, maximize=True, **kw),
+    "AdaBound": lambda params, **kw: rectified.AdaBound(params, lr=0.01, final_lr=0.1, **kw),
+}
+
+
+def _train(change, grad_pattern, dtype=torch.float64, optimizer="Adam", **engine):
     params = _params(dtype)
-    opt = rectified.Adam(params, lr=0.01, **engine)
+    opt = OPTIMIZERS[optimizer](params, **engine)
     for step in range(STEPS):
         if step == CHANGE_AT and change is not None:
             change(opt, params, step)
@@ -128,11 +137,14 @@ def _always(i, step):
     return True
 
 
+@pytest.mark.parametrize("optimizer", list(OPTIMIZERS))
 @pytest.mark.parametrize("name", list(SCENARIOS))
-def test_a_kept_plan_follows_every_change(name, plan_steps):
+def test_a_kept_plan_follows_every_change(name, optimizer, plan_steps):
     change = SCENARIOS[name]
-    expected = _train(change, _always, foreach=False)
-    actual = _train(change, _always, fused=True)
+    if name == "amsgrad switched on" and optimizer == "AdaBound":
+        change = None
+    expected = _train(change, _always, optimizer=optimizer, foreach=False)
+    actual = _train(change, _always, optimizer=optimizer, fused=True)
     assert_close_relative(actual, expected, rtol=1e-12)
     # Planned from the second step on; a change costs the step it happens at, except where it
     # leaves the group's counters unequal (then every step buckets them on the general path).
@@ -223,15 +235,34 @@ def test_non_contiguous_gradient_leaves_the_plan_and_matches():
     assert_close_relative(results[1], results[0], rtol=1e-12)
 
 
-def test_plans_do_not_keep_gradients_alive():
+@pytest.mark.parametrize("skipped", [False, True], ids=["after a step", "after a skipped step"])
+def test_plans_do_not_keep_gradients_alive(skipped):
     params = _params()
-    opt = rectified.Adam(params, lr=0.01, fused=True)
+    opt = rectified.Adam(params, lr=0.01, fused=True, skip_nonfinite=True)
     for step in range(4):
         for p, g in zip(params, _grads(params, step)):
             p.grad = g
+        if skipped and step == 3:
+            params[2].grad[0, 0] = float("nan")
         opt.step()
+    assert opt.param_groups[0].get("nonfinite_skips", 0) == int(skipped)
     probe = params[0].grad
     opt.zero_grad(set_to_none=True)
-    import sys
-
     assert sys.getrefcount(probe) == 2  # this name and getrefcount's argument
+
+
+def test_a_skipped_step_leaves_the_plan_in_step(plan_steps):
+    """Steps skipped for non-finite gradients neither move nor count; planned steps go on."""
+    results = []
+    for engine in ({"foreach": False}, {"fused": True}):
+        params = _params()
+        opt = rectified.RAdam(params, lr=0.01, skip_nonfinite=True, **engine)
+        for step in range(STEPS):
+            for p, g in zip(params, _grads(params, step)):
+                p.grad = g
+            if step in (4, 5):
+                params[1].grad[0] = float("inf")
+            opt.step()
+        results.append(params)
+    assert_close_relative(results[1], results[0], rtol=1e-12)
+    assert len(plan_steps) == STEPS - 3

@@ -125,3 +125,28 @@ def test_default_state_follows_the_parameter():
 def test_invalid_state_dtype(bad):
     with pytest.raises(ValueError, match=f"Invalid state_dtype: {bad!r}"):
         rectified.RAdam(make_params(), state_dtype=bad)
+
+
+@pytest.mark.parametrize("param_dtype, state_dtype", [
+    (torch.float32, torch.bfloat16), (torch.float32, torch.float16),
+    (torch.float64, torch.float32)])
+@pytest.mark.parametrize("case", STATE_CASES, ids=case_id)
+def test_narrower_state_rounds_only_the_state(case, param_dtype, state_dtype, kernel_built):
+    """State narrower than the parameter: the step is computed in the wider dtype and only the
+    state is rounded, on every engine; the parameter keeps its precision (a parameter rounded
+    to the state's dtype would be off by far more than the tolerance)."""
+    results = {}
+    for name, engine in ENGINES.items():
+        params, optimizer = _train(case, param_dtype, state_dtype=state_dtype, **engine)
+        for p in params:
+            state = _inner(optimizer).state[p]
+            assert {v.dtype for k, v in state.items() if k != "step"} == {state_dtype}
+            assert p.dtype == param_dtype
+        results[name] = params
+    exact, _ = _train(case, torch.float64)
+    for name, params in results.items():
+        for p, e in zip(params, exact):
+            if e.numel():
+                # Rounded moments move each step by a fraction of the step size, nothing more.
+                error = (p.double() - e).abs().max().item()
+                assert error <= 1e-2 * case.kwargs.get("lr", 1e-3) * 12, name

@@ -155,22 +155,27 @@ def _select(slots: list[list[Tensor]], index: Sequence[int]) -> list[list[Tensor
 
 
 def in_state_dtype(slots: list[list[Tensor]]) -> tuple[list[list[Tensor]], list]:
-    """Slots whose parameters and gradients are converted to their state's dtype where it
-    differs (a ``state_dtype`` option), and the (parameter, converted copy) pairs to copy back.
-
-    The update is then computed in the state's precision and the parameter rounded once, as
-    the fused kernel does with mixed dtypes.
+    """Slots where every parameter whose state has another dtype than itself (a
+    ``state_dtype`` option) is converted, with its gradient and state, to the dtype the fused
+    kernel computes it in (float64 if any of them is float64, else float32); and the (tensor,
+    converted copy) pairs to copy back. The parameter and its state are then rounded once, when
+    stored, in their own dtypes, as in the kernel.
     """
     if len(slots) < 3 or all(p.dtype == s.dtype for p, s in zip(slots[0], slots[2])):
         return slots, []
-    params, grads = list(slots[0]), list(slots[1])
+    converted = [list(xs) for xs in slots]
     write_back = []
     for i, (p, s) in enumerate(zip(slots[0], slots[2])):
-        if p.dtype != s.dtype:
-            params[i] = p.to(s.dtype)
-            grads[i] = grads[i].to(s.dtype)
-            write_back.append((p, params[i]))
-    return [params, grads, *slots[2:]], write_back
+        if p.dtype == s.dtype:
+            continue
+        column = [xs[i] for xs in slots]
+        computing = torch.float64 if torch.float64 in {t.dtype for t in column} else torch.float32
+        for slot, tensor in enumerate(column):
+            if tensor.dtype != computing:
+                converted[slot][i] = tensor.to(computing)
+                if slot != 1:  # gradients are only read
+                    write_back.append((tensor, converted[slot][i]))
+    return converted, write_back
 
 
 def _write_back(pairs: list) -> None:

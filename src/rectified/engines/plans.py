@@ -123,7 +123,7 @@ class GroupPlan:
     def ready(self) -> bool:
         """Whether the gradients and counters allow the next step (see the module's doc)."""
         if self._handle is None:
-            # Slot 1 holds each parameter until `check` puts its gradient there.
+            # Slot 1 stands for the gradient, which `check` reads from the parameter each step.
             slots = [t for p, s in zip(self.params, self.states)
                      for t in (p, p, *(s[key] for key in self.keys))]
             self._handle = torch.classes.rectified_fused.Plan(

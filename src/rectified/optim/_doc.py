@@ -27,8 +27,10 @@ FUSED_ARGS = """\
         with ``foreach=True``.
     state_dtype (torch.dtype, optional): dtype of the moments (``None``, default: the
         parameter's). ``torch.float32`` keeps float32 state for bfloat16 or float16
-        parameters: every engine then computes the step in float32 and rounds the parameter
-        once. Checkpoints keep it on load."""
+        parameters. Where it differs from a parameter's dtype, every engine computes that
+        parameter's step in float32 (float64 if either is float64) and rounds the parameter and
+        its state once, each to its own dtype. Complex parameters get its complex counterpart
+        (complex64 for bfloat16). Checkpoints keep it on load."""
 
 COMMON_ARGS = """\
     foreach (bool, optional): engine choice as in torch.optim: ``True`` runs the foreach

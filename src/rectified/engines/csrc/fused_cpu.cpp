@@ -565,11 +565,13 @@ std::vector<Chunk> make_chunks(const std::vector<int64_t>& numels, const std::ve
 }
 
 // The chunk length for a program over tensors of `types` (those of taken parameters) computed
-// in `computing`: long where the program is only fused runs and no tensor needs converting.
+// in `computing`: long where the program is only fused runs over input slots and no tensor needs
+// converting.
 int64_t chunk_size_for(const Decoded& decoded, const std::vector<at::ScalarType>& types,
-                       at::ScalarType computing) {
+                       at::ScalarType computing, int64_t n_slots) {
   for (const Instruction& in : decoded.program) {
-    if (in.op != kAdamStep && in.op != kBoundStep) return kChunk;
+    // A run reading its gradient from a temporary needs the temporaries' buffer.
+    if ((in.op != kAdamStep && in.op != kBoundStep) || in.g >= n_slots) return kChunk;
   }
   for (at::ScalarType type : types) {
     if (type != computing) return kChunk;
@@ -611,7 +613,7 @@ void run_decoded(const Decoded& decoded, const at::Tensor* tensors, int64_t n_pa
     if (take[t]) taken_types.insert(taken_types.end(), types.begin() + t * n_slots,
                                     types.begin() + (t + 1) * n_slots);
   }
-  const int64_t size = chunk_size_for(decoded, taken_types, computing);
+  const int64_t size = chunk_size_for(decoded, taken_types, computing, n_slots);
   const std::vector<Chunk> chunks = make_chunks(numels, take, size);
   if (chunks.empty()) return;
   if (any_double) {
@@ -671,8 +673,9 @@ double counter_value(const at::Tensor& t) {
 
 // The tensors of a param group's fused step, kept between steps so that a step passes no
 // tensor list from Python: converting thousands of tensors into a list on every call costs more
-// than the arithmetic of small parameters. Slot 1 of each parameter is its gradient, read again
-// from the parameter at every check (backward may have made a new one). The Python side checks
+// than the arithmetic of small parameters. Slot 1 of each parameter stands for its gradient,
+// read from the parameter at every check (backward may have made a new one), of which only the
+// data pointer is kept. The Python side checks
 // that the group's parameters and state tensors are the ones the plan holds; `check` verifies
 // what only the tensors can tell.
 struct Plan : torch::CustomClassHolder {
@@ -714,7 +717,7 @@ struct Plan : torch::CustomClassHolder {
   // Whether the plan can run this step: every parameter has a dense gradient of its shape,
   // every frozen parameter still has none, every counter is a float CPU scalar reading
   // `count`, and every tensor still has the size and dtype the plan was made with and fits the
-  // kernel. Changes nothing but the plan's references to the gradients and its cached pointers.
+  // kernel. Changes nothing but the plan's cached pointers.
   // Parameters are checked in parallel: the walk is bound by cache misses on tensor metadata.
   bool check(double count) {
     for (const at::Tensor& p : frozen) {
@@ -740,7 +743,8 @@ struct Plan : torch::CustomClassHolder {
         *static_cast<double*>(counters[t]) += 1.0;
       }
     }
-    const int64_t size = chunk_size_for(decoded, types, any_double ? at::kDouble : at::kFloat);
+    const int64_t size =
+        chunk_size_for(decoded, types, any_double ? at::kDouble : at::kFloat, n_slots);
     const std::vector<Chunk>& cut = size == kLongChunk ? long_chunks : chunks;
     if (!cut.empty()) {
       if (any_double) {
@@ -751,29 +755,36 @@ struct Plan : torch::CustomClassHolder {
                          n_registers);
       }
     }
-    for (size_t t = 0; t < steps.size(); ++t) tensors[t * n_slots + 1] = at::Tensor();
   }
 
  private:
   at::ScalarType types_of_counter(size_t t) const { return steps[t].scalar_type(); }
 
   bool check_one(int64_t t, double count) {
-    at::Tensor* xs = tensors.data() + t * n_slots;
+    const at::Tensor* xs = tensors.data() + t * n_slots;
     const at::Tensor& grad = xs[0].grad();
-    if (!grad.defined() || grad.layout() != at::kStrided || grad.sizes() != xs[0].sizes()) {
-      return false;
-    }
-    xs[1] = grad;
-    if (!fusable(xs, n_slots) || xs[0].numel() != numels[t] || !is_counter(steps[t]) ||
-        counter_value(steps[t]) != count) {
+    if (!grad.defined() || grad.layout() != at::kStrided || grad.sizes() != xs[0].sizes() ||
+        !fits(grad, t, 1)) {
       return false;
     }
     for (int64_t s = 0; s < n_slots; ++s) {
-      if (xs[s].scalar_type() != types[t * n_slots + s]) return false;
-      data[t * n_slots + s] = xs[s].data_ptr();
+      if (s != 1 && !fits(xs[s], t, s)) return false;
+    }
+    if (!is_counter(steps[t]) || counter_value(steps[t]) != count) return false;
+    // Pointers, not references: the plan must not keep gradients alive after the step (or
+    // after a step that is skipped, e.g. for non-finite gradients).
+    for (int64_t s = 0; s < n_slots; ++s) {
+      data[t * n_slots + s] = s == 1 ? grad.data_ptr() : xs[s].data_ptr();
     }
     counters[t] = steps[t].data_ptr();
     return true;
+  }
+
+  // A tensor of parameter t's slot s as the plan was made: on the CPU, contiguous, of the
+  // parameter's size and of the slot's dtype.
+  bool fits(const at::Tensor& x, int64_t t, int64_t s) const {
+    return x.device().is_cpu() && x.layout() == at::kStrided && x.is_contiguous() &&
+           x.numel() == numels[t] && x.scalar_type() == types[t * n_slots + s];
   }
 };
 
