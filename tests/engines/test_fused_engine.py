@@ -31,13 +31,7 @@ REFERENCE = {"foreach": False}
 FUSED = {"fused": True}
 
 
-@pytest.fixture(scope="module", autouse=True)
-def kernel():
-    try:
-        extension.build()
-    except extension.BuildError as error:
-        pytest.skip(f"no fused kernel on this machine: {error}")
-    assert fused.available()
+pytestmark = pytest.mark.usefixtures("fused_kernel")
 
 
 def test_every_adam_family_rule_is_covered():

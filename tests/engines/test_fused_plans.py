@@ -14,7 +14,6 @@ import pytest
 import torch
 
 import rectified
-from rectified.engines import extension, fused
 from rectified.engines.plans import GroupPlan
 from tests.helpers import assert_close_relative, roundtrip
 
@@ -22,13 +21,7 @@ STEPS = 10
 CHANGE_AT = 5
 
 
-@pytest.fixture(scope="module", autouse=True)
-def kernel():
-    try:
-        extension.build()
-    except extension.BuildError as error:
-        pytest.skip(f"no fused kernel on this machine: {error}")
-    assert fused.available()
+pytestmark = pytest.mark.usefixtures("fused_kernel")
 
 
 @pytest.fixture

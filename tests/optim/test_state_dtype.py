@@ -11,7 +11,6 @@ import pytest
 import torch
 
 import rectified
-from rectified.engines import extension
 from tests.helpers import gradient_sequence, make_params, roundtrip
 from tests.registry import CASES, case_id
 
@@ -24,12 +23,6 @@ ENGINES = {"reference": {"foreach": False}, "foreach": {"foreach": True}, "fused
 LOW = (torch.bfloat16, torch.float16)
 
 
-@pytest.fixture(scope="module")
-def kernel_built():
-    try:
-        extension.build()
-    except extension.BuildError as error:
-        pytest.skip(f"no fused kernel on this machine: {error}")
 
 
 def _train(case, dtype, steps=12, **kwargs):
@@ -48,7 +41,7 @@ def _inner(optimizer):
 
 @pytest.mark.parametrize("dtype", LOW)
 @pytest.mark.parametrize("case", STATE_CASES, ids=case_id)
-def test_engines_agree_with_float32_state(case, dtype, kernel_built):
+def test_engines_agree_with_float32_state(case, dtype, fused_kernel):
     results = {}
     for name, engine in ENGINES.items():
         params, optimizer = _train(case, dtype, state_dtype=torch.float32, **engine)
@@ -67,7 +60,7 @@ def test_engines_agree_with_float32_state(case, dtype, kernel_built):
 @pytest.mark.parametrize("engine", list(ENGINES))
 @pytest.mark.parametrize("dtype", LOW)
 @pytest.mark.parametrize("name, twin", [("Adam", torch.optim.Adam), ("AdamW", torch.optim.AdamW)])
-def test_float32_state_is_a_float32_step_rounded_once(name, twin, dtype, engine, kernel_built):
+def test_float32_state_is_a_float32_step_rounded_once(name, twin, dtype, engine, fused_kernel):
     case = next(case for case in STATE_CASES if case.name == name)
     params = make_params(dtype)
     copies = [p.detach().float().requires_grad_() for p in params]
@@ -87,7 +80,7 @@ def test_float32_state_is_a_float32_step_rounded_once(name, twin, dtype, engine,
 
 
 @pytest.mark.parametrize("engine", list(ENGINES))
-def test_checkpoints_keep_float32_state_and_resume_exactly(engine, kernel_built):
+def test_checkpoints_keep_float32_state_and_resume_exactly(engine, fused_kernel):
     case = next(case for case in STATE_CASES if case.name == "RAdam")
     kwargs = {**case.kwargs, "state_dtype": torch.float32, **ENGINES[engine]}
     sequence = gradient_sequence(make_params(torch.bfloat16), 10)
@@ -131,7 +124,7 @@ def test_invalid_state_dtype(bad):
     (torch.float32, torch.bfloat16), (torch.float32, torch.float16),
     (torch.float64, torch.float32)])
 @pytest.mark.parametrize("case", STATE_CASES, ids=case_id)
-def test_narrower_state_rounds_only_the_state(case, param_dtype, state_dtype, kernel_built):
+def test_narrower_state_rounds_only_the_state(case, param_dtype, state_dtype, fused_kernel):
     """State narrower than the parameter: the step is computed in the wider dtype and only the
     state is rounded, on every engine; the parameter keeps its precision (a parameter rounded
     to the state's dtype would be off by far more than the tolerance)."""
