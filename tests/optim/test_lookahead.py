@@ -86,3 +86,29 @@ def test_ranger_is_lookahead_around_radam_with_rangers_defaults():
         ranger.step()
         manual.step()
     assert all(torch.equal(p, q) for p, q in zip(params, same))
+
+
+@pytest.mark.parametrize("change", ["slow weights dropped", "entry replaced", "param appended"])
+def test_slow_weights_are_taken_again_whenever_missing(change):
+    """The wrapper remembers that every parameter has slow weights; any change to the state or
+    the parameters must make it look again."""
+    params = [torch.randn(3, requires_grad=True), torch.randn(2, requires_grad=True)]
+    opt = rectified.Lookahead(rectified.SGD(params, lr=0.1), k=100, alpha=0.5)
+    for _ in range(3):
+        for p in params:
+            p.grad = torch.ones_like(p)
+        opt.step()
+    target = params[0]
+    if change == "slow weights dropped":
+        opt.state[target].pop("slow_param")
+    elif change == "entry replaced":
+        opt.state[target] = {}
+    else:
+        target = torch.randn(4, requires_grad=True)
+        opt.param_groups[0]["params"].append(target)
+        params.append(target)
+    before = target.detach().clone()
+    for p in params:
+        p.grad = torch.ones_like(p)
+    opt.step()
+    assert torch.equal(opt.state[target]["slow_param"], before)
