@@ -592,6 +592,21 @@ std::vector<int64_t> decoded_ops(int64_t n_slots, int64_t n_registers, at::IntAr
   return ops;
 }
 
+// Runs a decoded program over `chunks` of the tensors at `data`, in float64 if any of them is
+// float64, else in float32.
+void run_chunks(const Decoded& decoded, const std::vector<void*>& data,
+                const std::vector<at::ScalarType>& types, const std::vector<Chunk>& chunks,
+                int64_t size, bool any_double, int64_t n_slots, int64_t n_registers) {
+  if (chunks.empty()) return;
+  if (any_double) {
+    run_typed<double>(data, types, chunks, size, decoded.program, decoded.written, n_slots,
+                      n_registers);
+  } else {
+    run_typed<float>(data, types, chunks, size, decoded.program, decoded.written, n_slots,
+                     n_registers);
+  }
+}
+
 // Runs a decoded program over `n_params` parameters of n_slots tensors each (parameter-major),
 // skipping those for which `take` is false.
 void run_decoded(const Decoded& decoded, const at::Tensor* tensors, int64_t n_params,
@@ -617,15 +632,8 @@ void run_decoded(const Decoded& decoded, const at::Tensor* tensors, int64_t n_pa
                                     types.begin() + (t + 1) * n_slots);
   }
   const int64_t size = chunk_size_for(decoded, taken_types, computing, n_slots);
-  const std::vector<Chunk> chunks = make_chunks(numels, take, size);
-  if (chunks.empty()) return;
-  if (any_double) {
-    run_typed<double>(data, types, chunks, size, decoded.program, decoded.written, n_slots,
-                      n_registers);
-  } else {
-    run_typed<float>(data, types, chunks, size, decoded.program, decoded.written, n_slots,
-                     n_registers);
-  }
+  run_chunks(decoded, data, types, make_chunks(numels, take, size), size, any_double, n_slots,
+             n_registers);
 }
 
 // tensors: n_slots tensors per parameter, parameter-major. Runs the program on every parameter
@@ -647,20 +655,16 @@ std::vector<int64_t> run_program_(at::TensorList tensors, int64_t n_slots, int64
 }
 
 // Adds 1 to one-element float CPU counters (checked by the caller) and returns the new counts.
+// Adds 1 to a float or double step counter at `value`; returns the new count.
+double increment(void* value, at::ScalarType type) {
+  if (type == at::kFloat) return *static_cast<float*>(value) += 1.0f;
+  return *static_cast<double*>(value) += 1.0;
+}
+
 std::vector<double> advance(const std::vector<at::Tensor>& steps) {
   std::vector<double> counts;
   counts.reserve(steps.size());
-  for (const at::Tensor& t : steps) {
-    if (t.scalar_type() == at::kFloat) {
-      float* x = t.data_ptr<float>();
-      *x += 1.0f;
-      counts.push_back(*x);
-    } else {
-      double* x = t.data_ptr<double>();
-      *x += 1.0;
-      counts.push_back(*x);
-    }
-  }
+  for (const at::Tensor& t : steps) counts.push_back(increment(t.data_ptr(), t.scalar_type()));
   return counts;
 }
 
@@ -739,30 +743,14 @@ struct Plan : torch::CustomClassHolder {
   // `check` that returned true.
   void run(int64_t n_registers, std::vector<int64_t> code, std::vector<double> scalars) {
     const Decoded decoded = decode(n_slots, n_registers, code, scalars);
-    for (size_t t = 0; t < steps.size(); ++t) {
-      if (types_of_counter(t) == at::kFloat) {
-        *static_cast<float*>(counters[t]) += 1.0f;
-      } else {
-        *static_cast<double*>(counters[t]) += 1.0;
-      }
-    }
+    for (size_t t = 0; t < steps.size(); ++t) increment(counters[t], steps[t].scalar_type());
     const int64_t size =
         chunk_size_for(decoded, types, any_double ? at::kDouble : at::kFloat, n_slots);
-    const std::vector<Chunk>& cut = size == kLongChunk ? long_chunks : chunks;
-    if (!cut.empty()) {
-      if (any_double) {
-        run_typed<double>(data, types, cut, size, decoded.program, decoded.written, n_slots,
-                          n_registers);
-      } else {
-        run_typed<float>(data, types, cut, size, decoded.program, decoded.written, n_slots,
-                         n_registers);
-      }
-    }
+    run_chunks(decoded, data, types, size == kLongChunk ? long_chunks : chunks, size,
+               any_double, n_slots, n_registers);
   }
 
  private:
-  at::ScalarType types_of_counter(size_t t) const { return steps[t].scalar_type(); }
-
   bool check_one(int64_t t, double count) {
     const at::Tensor* xs = tensors.data() + t * n_slots;
     const at::Tensor& grad = xs[0].grad();
