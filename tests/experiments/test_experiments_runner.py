@@ -66,3 +66,16 @@ def test_monitor_records_the_first_updates(tmp_path: Path) -> None:
                                                 ).gradient_histogram()
     assert list(steps) == [1, 2, 3, 4, 5]
     assert counts.shape == (5, len(edges) - 1) and (counts.sum(axis=1) > 0).all()
+
+
+def test_adam_2k_iterations_are_extra_and_leave_the_parameters_alone(tmp_path: Path) -> None:
+    plain = tiny("adam", steps=6, eval_every=6)
+    primed = tiny("adam-2k", steps=6, eval_every=6, warmup=5)
+    runner.run(plain, tmp_path / "plain")
+    summary = runner.run(primed, tmp_path / "primed")
+    rows_plain = runner.read_metrics(tmp_path / "plain" / "metrics.csv")
+    rows_primed = runner.read_metrics(tmp_path / "primed" / "metrics.csv")
+    assert summary["steps_done"] == 6 and [r["step"] for r in rows_primed] == list(range(1, 7))
+    # the first real batch meets the initial parameters in both runs; after it, v differs
+    assert rows_primed[0]["train_loss"] == rows_plain[0]["train_loss"]
+    assert rows_primed[1]["train_loss"] != rows_plain[1]["train_loss"]

@@ -100,6 +100,13 @@ def _train(spec: RunSpec, folder: Path, context: distributed.Context, progress: 
     prepared = recipes.build(spec.optimizer, problem.model.parameters(), spec.lr, spec.warmup,
                              spec.optimizer_options)
     optimizer, scheduler = prepared.optimizer, prepared.scheduler
+    checkpoint_file = folder / "checkpoint.pt"
+    start_step, elapsed = 0, 0.0
+    if not checkpoint_file.is_file() and prepared.second_moment_steps:
+        began_extra = time.perf_counter()
+        prepared.update_second_moment_only(
+            lambda index: _backward(problem, model, spec, spec.steps + index, context))
+        elapsed = time.perf_counter() - began_extra  # counted in the run's seconds
     monitor = None
     if spec.monitor_steps and not (folder / "monitor.npz").is_file():
         from rectified.variance import VarianceMonitor
@@ -107,8 +114,6 @@ def _train(spec: RunSpec, folder: Path, context: distributed.Context, progress: 
         monitor = VarianceMonitor(optimizer, every=1, bins=MONITOR_BINS,
                                   names=problem.model.named_parameters())
 
-    start_step, elapsed = 0, 0.0
-    checkpoint_file = folder / "checkpoint.pt"
     if checkpoint_file.is_file():
         saved = torch.load(checkpoint_file, map_location=context.device, weights_only=False)
         problem.model.load_state_dict(saved["model"])
@@ -127,7 +132,6 @@ def _train(spec: RunSpec, folder: Path, context: distributed.Context, progress: 
     step = start_step
     metric = math.nan
     while step < spec.steps:
-        prepared.before_step(step)
         inputs, targets = problem.batch(step, spec.seed, spec.batch_size)
         model.train()
         loss = problem.loss(model, distributed.shard(inputs, context),
@@ -199,6 +203,16 @@ def _train(spec: RunSpec, folder: Path, context: distributed.Context, progress: 
         checkpoint_file.unlink(missing_ok=True)
     distributed.barrier(context)
     return summary
+
+
+def _backward(problem: tasks.Problem, model: torch.nn.Module, spec: RunSpec, index: int,
+              context: distributed.Context) -> None:
+    """Gradients of the training loss on batch ``index`` (Adam-2k's extra iterations read the
+    batches after the run's last step, which training never reads)."""
+    inputs, targets = problem.batch(index, spec.seed, spec.batch_size)
+    model.train()
+    problem.loss(model, distributed.shard(inputs, context),
+                 distributed.shard(targets, context)).backward()
 
 
 def _mean_tail(values: list[float], fraction: float = 0.1) -> float:
