@@ -19,7 +19,8 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from rectified.experiments import suite, verdicts
+from rectified.experiments import interpretation, suite, verdicts
+from rectified.experiments.budgets import BUDGETS
 from rectified.experiments.records import load_runs
 
 VARIANCE_KEY = "variance"
@@ -106,6 +107,9 @@ def collect(out_dir: str | Path) -> list[suite.SectionResult]:
         runs = load_runs(out / "runs" / section.key)
         if runs or (out / "runs" / section.key).is_dir():
             results.append(suite.analyze(section, runs))
+    discussion = interpretation.variance_explanation(results)
+    if discussion is not None:
+        results.append(discussion)
     return results
 
 
@@ -138,17 +142,32 @@ def _tally(results: list[suite.SectionResult]) -> Counter:
     return Counter(v.status for r in results for v in r.verdicts)
 
 
+SMOKE_TEST = ("This is a smoke test of the machinery (`--quick`): tiny models and runs far "
+              "shorter than any claim needs, so every verdict on training runs is 'budget too "
+              "short to test'. Its numbers say nothing about the paper; run the default or "
+              "`--full` budget for that.")
+
+
+def is_smoke_test(timings: dict[str, Any]) -> bool:
+    budget = BUDGETS.get(str(timings.get("budget")))
+    return budget is not None and budget.smoke_test
+
+
 def _timing_lines(timings: dict[str, Any]) -> list[tuple[str, str]]:
     sections = timings.get("sections", {})
     lines = [(name, f"{seconds:.0f} s") for name, seconds in sections.items()]
     if "total" in timings:
         lines.append(("total", f"{timings['total']:.0f} s"))
+    if "cpu_seconds" in timings:
+        lines.append(("user + system CPU time, all processes", f"{timings['cpu_seconds']:.0f} s"))
     return lines
 
 
 def render_markdown(results: list[suite.SectionResult], timings: dict[str, Any],
                     figure_files: dict[tuple[str, int], str]) -> str:
     lines = ["# rectified reproduce: summary", ""]
+    if is_smoke_test(timings):
+        lines += [f"**{SMOKE_TEST}**", ""]
     if timings:
         lines.append(f"Budget `{timings.get('budget', '?')}`, device {timings.get('device', '?')},"
                      f" {timings.get('jobs', '?')} parallel jobs.")
@@ -194,14 +213,16 @@ th { background: #f3f3f3; }
 .reproduced { color: #176f2c; font-weight: bold; }
 .not-reproduced { color: #a1261b; font-weight: bold; }
 .inconclusive { color: #8a6d00; font-weight: bold; }
+.too-short { color: #666; font-weight: bold; }
+.smoke { background: #fff4d6; border: 1px solid #e0c060; padding: 0.6em 1em; }
 img { max-width: 100%; }
 .rule { color: #555; font-size: 0.85em; }
 """
 
 
 def _status_class(status: str) -> str:
-    return {verdicts.REPRODUCED: "reproduced", verdicts.NOT_REPRODUCED: "not-reproduced"}.get(
-        status, "inconclusive")
+    return {verdicts.REPRODUCED: "reproduced", verdicts.NOT_REPRODUCED: "not-reproduced",
+            verdicts.BUDGET_TOO_SHORT: "too-short"}.get(status, "inconclusive")
 
 
 def _html_table(headers: list[str], rows: list[list[str]], caption: str = "") -> str:
@@ -216,6 +237,8 @@ def render_html(results: list[suite.SectionResult], timings: dict[str, Any]) -> 
     parts = ["<!DOCTYPE html><html><head><meta charset='utf-8'>",
              "<title>rectified reproduce</title>", f"<style>{STYLE}</style></head><body>",
              "<h1>rectified reproduce</h1>",
+             *([f"<p class='smoke'><b>{html.escape(SMOKE_TEST)}</b></p>"]
+               if is_smoke_test(timings) else []),
              "<p>Liu et al., <i>On the Variance of the Adaptive Learning Rate and Beyond</i> "
              "(arXiv 1908.03265), at laptop scale. Every number below is read from the run "
              "folders; every verdict is computed from those numbers by the rule shown.</p>"]

@@ -1,9 +1,13 @@
 """Verdicts computed from recorded numbers, with the rule that produced each one.
 
-A verdict is one of ``reproduced``, ``not reproduced at this scale`` or ``inconclusive``. Seeds
-give the noise level: the *pooled spread* of two groups of runs is
-√((sd_A² + sd_B²) / 2), the root mean square of their sample standard deviations over seeds.
-Fewer than :data:`MIN_SEEDS` seeds per group always gives ``inconclusive``.
+A verdict is one of ``reproduced``, ``not reproduced at this scale``, ``inconclusive`` or
+``budget too short to test``. Seeds give the noise level: the *pooled spread* of two groups of
+runs is √((sd_A² + sd_B²) / 2), the root mean square of their sample standard deviations over
+seeds. Fewer than :data:`MIN_SEEDS` seeds per group always gives ``inconclusive``.
+
+Every claim about training runs states the budget it needs (:class:`Need`, computed by
+:mod:`rectified.experiments.needs`); :func:`gated` turns a verdict on runs below that need into
+``budget too short to test``, with the measured number, whatever the comparison would say.
 """
 
 from __future__ import annotations
@@ -11,11 +15,12 @@ from __future__ import annotations
 import math
 import statistics
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 REPRODUCED = "reproduced"
 NOT_REPRODUCED = "not reproduced at this scale"
 INCONCLUSIVE = "inconclusive"
+BUDGET_TOO_SHORT = "budget too short to test"
 MIN_SEEDS = 3
 
 BETTER_RULE = (
@@ -54,6 +59,24 @@ class Verdict:
     status: str
     rule: str
     evidence: str  # the numbers the status was computed from, as text
+
+
+@dataclass(frozen=True)
+class Need:
+    """Whether the runs behind a claim reach the budget it needs."""
+
+    met: bool
+    statement: str  # the need, e.g. "RAdam's mean r_t over every run >= 0.8"
+    measured: str  # what the runs reach, e.g. "mean r_t 0.25 (300 steps, β2 = 0.999)"
+
+
+def gated(verdict: Verdict, need: Need) -> Verdict:
+    """``verdict`` with its need stated, or ``budget too short to test`` if the runs miss it."""
+    rule = f"{verdict.rule}; decided only on runs that meet the need: {need.statement}"
+    if need.met:
+        return replace(verdict, rule=rule, evidence=f"{verdict.evidence}; budget: {need.measured}")
+    return Verdict(verdict.claim, BUDGET_TOO_SHORT, rule,
+                   f"budget: {need.measured}, below the need. Not a verdict: {verdict.evidence}")
 
 
 def _advantage(a: Stats, b: Stats, higher_is_better: bool) -> float:
@@ -112,10 +135,13 @@ def matches(claim: str, name_a: str, a_values: Sequence[float], name_b: str,
 
 
 def all_of(claim: str, parts: Sequence[Verdict], rule: str) -> Verdict:
-    """Reproduced if every part is; not reproduced if any part is not; inconclusive otherwise."""
+    """Budget too short if any part is; else reproduced if every part is, not reproduced if any
+    part is not, inconclusive otherwise."""
     statuses = {p.status for p in parts}
     if not parts:
         status = INCONCLUSIVE
+    elif BUDGET_TOO_SHORT in statuses:
+        status = BUDGET_TOO_SHORT
     elif statuses == {REPRODUCED}:
         status = REPRODUCED
     elif NOT_REPRODUCED in statuses:

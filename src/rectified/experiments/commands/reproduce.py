@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import time
 from pathlib import Path
 
@@ -28,8 +29,10 @@ def default_jobs() -> int:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     size = parser.add_mutually_exclusive_group()
-    size.add_argument("--quick", action="store_true", help="tiny models, a few minutes")
-    size.add_argument("--full", action="store_true", help="more steps and seeds, larger models")
+    size.add_argument("--quick", action="store_true",
+                      help="a smoke test of the machinery: tiny runs, no verdict decided")
+    size.add_argument("--full", action="store_true",
+                      help="5 seeds on the Transformer, longer runs (under an hour)")
     parser.add_argument("--out", default="reproduce", help="output folder (default reproduce)")
     parser.add_argument("--jobs", type=int, default=None,
                         help="parallel run processes (default: the CPU count, 1 on a GPU)")
@@ -48,6 +51,13 @@ def _chosen_sections(text: str | None) -> list[str]:
         if name not in known:
             raise ValueError(f"unknown section {name!r}; choose from {', '.join(known)}")
     return chosen
+
+
+def cpu_seconds() -> float:
+    """User + system CPU time of this process and of its finished child processes."""
+    own, children = (resource.getrusage(who) for who in (resource.RUSAGE_SELF,
+                                                          resource.RUSAGE_CHILDREN))
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
 
 
 def run_variance_lab(folder: Path, quick: bool) -> bool:
@@ -70,30 +80,39 @@ def run(args: argparse.Namespace) -> int:
     out.mkdir(parents=True, exist_ok=True)
     device = default_device()
     print(f"rectified reproduce: budget {budget.name}, {jobs} jobs on {device}, into {out}")
+    if budget.smoke_test:
+        print("  a smoke test of the machinery: every verdict on training runs will be "
+              "'budget too short to test'")
     timings: dict = {"budget": budget.name, "device": str(device), "jobs": jobs, "sections": {}}
-    started = time.perf_counter()
+    started, cpu_before = time.perf_counter(), cpu_seconds()
     if report.VARIANCE_KEY in chosen:
         begin = time.perf_counter()
         done = run_variance_lab(out / report.VARIANCE_KEY, quick=budget.name == "quick")
         timings["sections"][report.VARIANCE_KEY] = time.perf_counter() - begin
-        print(f"  {report.VARIANCE_KEY:<12} {timings['sections'][report.VARIANCE_KEY]:6.1f} s"
+        print(f"  {report.VARIANCE_KEY:<14} {timings['sections'][report.VARIANCE_KEY]:6.1f} s"
               + ("" if done else "  (rectified.variance.command is not available: skipped)"))
     failures = 0
-    for section in suite.SECTIONS:
-        if section.key not in chosen:
-            continue
-        begin = time.perf_counter()
-        specs = suite.section_specs(section, budget)
-        outcomes = sweep.run_all(specs, out / "runs" / section.key, jobs=jobs,
-                                 progress=not args.no_progress, description=section.key)
-        failed = [o for o in outcomes if o.summary is None]
-        failures += len(failed)
-        for outcome in failed:
-            print(f"  FAILED {outcome.spec.run_id}: {outcome.error}")
-        timings["sections"][section.key] = time.perf_counter() - begin
-        print(f"  {section.key:<12} {timings['sections'][section.key]:6.1f} s  "
-              f"({len(specs)} runs)")
+    with sweep.Workers(jobs) as workers:
+        for section in suite.SECTIONS:
+            if section.key not in chosen:
+                continue
+            specs = suite.section_specs(section, budget)
+            if not specs:
+                print(f"  {section.key:<14} not in the {budget.name} budget")
+                continue
+            begin = time.perf_counter()
+            outcomes = sweep.run_all(specs, out / "runs" / section.key, jobs=jobs,
+                                     progress=not args.no_progress, description=section.key,
+                                     workers=workers)
+            failed = [o for o in outcomes if o.summary is None]
+            failures += len(failed)
+            for outcome in failed:
+                print(f"  FAILED {outcome.spec.run_id}: {outcome.error}")
+            timings["sections"][section.key] = time.perf_counter() - begin
+            print(f"  {section.key:<14} {timings['sections'][section.key]:6.1f} s  "
+                  f"({len(specs)} runs)")
     timings["total"] = time.perf_counter() - started
+    timings["cpu_seconds"] = cpu_seconds() - cpu_before
     timings_file = out / "timings.json"
     if args.sections is not None and timings_file.is_file():
         # a partial rerun keeps the other sections' times from the earlier run
@@ -103,7 +122,8 @@ def run(args: argparse.Namespace) -> int:
             timings["total"] = sum(timings["sections"].values())
     timings_file.write_text(json.dumps(timings, indent=2) + "\n")
     html_path, md_path, results = report.build(out)
-    print(f"  total        {timings['total']:6.1f} s")
+    print(f"  {'total':<14} {timings['total']:6.1f} s  "
+          f"({timings['cpu_seconds']:.0f} s of user + system CPU time)")
     for result in results:
         for verdict in result.verdicts:
             print(f"  [{verdict.status}] {result.key}: {verdict.claim}")
