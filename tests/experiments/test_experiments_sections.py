@@ -130,3 +130,12 @@ def test_the_discussion_reads_the_two_verdicts_together() -> None:
     assert interpretation.RESCUE[verdicts.NOT_REPRODUCED] in text
     assert interpretation.TOGETHER[(verdicts.NOT_REPRODUCED, verdicts.REPRODUCED)] in text
     assert interpretation.variance_explanation([untuned]) is None
+
+
+def test_one_untuned_warmup_matching_is_enough_for_the_discussion() -> None:
+    yes, no = verdicts.REPRODUCED, verdicts.NOT_REPRODUCED
+    maybe, short = verdicts.INCONCLUSIVE, verdicts.BUDGET_TOO_SHORT
+    assert interpretation.either([maybe, yes]) == yes
+    assert interpretation.either([no, no]) == no
+    assert interpretation.either([maybe, no]) == maybe
+    assert interpretation.either([short, yes]) == short

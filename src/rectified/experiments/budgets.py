@@ -41,7 +41,7 @@ class Budget:
     name: str
     smoke_test: bool  # runs far below every claim's need: tests the machinery only
     seeds: tuple[int, ...]
-    scaling_seeds: tuple[int, ...]
+    scaling_seeds: tuple[int, ...]  # the budget-scaling and Transformer learning-rate grids
     # Transformer LM (Figures 1-3, Adam-2k, untuned warmup, learning-rate robustness)
     transformer: Setup
     transformer_warmup: int

@@ -13,6 +13,7 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
+from matplotlib.ticker import FormatStrFormatter
 
 from rectified.experiments.records import Run, mean_curve
 
@@ -43,7 +44,7 @@ def curves(groups: Mapping[str, list[Run]], columns: Sequence[tuple[str, str]],
         ax.set_xlabel("step")
         ax.set_ylabel(label)
         if index < len(log_y) and log_y[index]:
-            ax.set_yscale("log")
+            _log_scale_with_plain_labels(ax)
         ax.grid(alpha=0.3)
         _clip_to_finite(ax)
         if ax.lines:
@@ -51,6 +52,14 @@ def curves(groups: Mapping[str, list[Run]], columns: Sequence[tuple[str, str]],
     figure.suptitle(title)
     figure.tight_layout()
     return figure
+
+
+def _log_scale_with_plain_labels(ax: Axes) -> None:
+    """A log y axis whose ticks read 10, 20, 30 rather than 10^1, 2x10^1 (perplexities span
+    less than a decade here, where only minor ticks fall)."""
+    ax.set_yscale("log")
+    for axis_formatter in (ax.yaxis.set_major_formatter, ax.yaxis.set_minor_formatter):
+        axis_formatter(FormatStrFormatter("%g"))
 
 
 def _clip_to_finite(ax: Axes) -> None:
@@ -84,7 +93,7 @@ def final_vs_lr(series: Mapping[str, Mapping[float, Sequence[float]]], metric: s
     _errorbars(ax, series)
     ax.set_xscale("log")
     if log_y:
-        ax.set_yscale("log")
+        _log_scale_with_plain_labels(ax)
     ax.set_xlabel("learning rate")
     ax.set_ylabel(metric)
     ax.grid(alpha=0.3)

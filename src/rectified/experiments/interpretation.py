@@ -66,17 +66,34 @@ def _status(result: SectionResult | None, keyword: str) -> str | None:
     return found[-1] if found else None
 
 
+def either(statuses: list[str]) -> str:
+    """Status of "one of the untuned warmups does as well as RAdam": too short if any part is,
+    reproduced if one is, not reproduced if all are not, inconclusive otherwise."""
+    if verdicts.BUDGET_TOO_SHORT in statuses:
+        return verdicts.BUDGET_TOO_SHORT
+    if verdicts.REPRODUCED in statuses:
+        return verdicts.REPRODUCED
+    if statuses and set(statuses) == {verdicts.NOT_REPRODUCED}:
+        return verdicts.NOT_REPRODUCED
+    return verdicts.INCONCLUSIVE
+
+
 def variance_explanation(results: list[SectionResult]) -> SectionResult | None:
     """A section of notes reading the Adam-2k and untuned verdicts together (None without
     both sections)."""
     by_key = {r.key: r for r in results}
     rescue = _status(by_key.get("adam2k"), "rescues Adam")
-    untuned = _status(by_key.get("untuned"), "untuned linear")
-    if rescue is None or untuned is None:
+    kinds = {kind: _status(by_key.get("untuned"), f"untuned {kind}")
+             for kind in ("linear", "exponential")}
+    if rescue is None or None in kinds.values():
         return None
+    untuned = either(list(kinds.values()))
     result = SectionResult(KEY, TITLE, CLAIM)
     result.notes.append(f"Adam-2k: {RESCUE[rescue]}")
-    result.notes.append(f"Untuned warmup on the Transformer: {UNTUNED[untuned]}")
+    result.notes.append(
+        "Untuned warmup on the Transformer (linear: " + kinds["linear"] + "; exponential: "
+        + kinds["exponential"] + f"; read together as one of them: {untuned}): "
+        + UNTUNED[untuned])
     grid = [v for v in by_key.get("warmup", SectionResult("", "", "")).verdicts
             if "untuned" in v.claim]
     if grid:

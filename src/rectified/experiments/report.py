@@ -195,9 +195,8 @@ def render_markdown(results: list[suite.SectionResult], timings: dict[str, Any],
             lines.append("")
         for index, (caption, _) in enumerate(result.figures, 1):
             lines += [f"![{caption}](figures/{figure_files[(result.key, index)]})", ""]
-        lines += [f"{note}" for note in result.notes]
-        if result.notes:
-            lines.append("")
+        for note in result.notes:
+            lines += [note, ""]
     if timings:
         lines += ["## Time per section", "", "| section | time |", "|---|---|"]
         lines += [f"| {name} | {value} |" for name, value in _timing_lines(timings)]

@@ -38,7 +38,8 @@ def robustness_specs(b: Budget) -> list[RunSpec]:
 
 def transformer_lr_specs(b: Budget) -> list[RunSpec]:
     return [b.transformer.spec(name, seed, lr=lr)
-            for name in ("adam", "radam") for lr in b.transformer_lrs for seed in b.seeds]
+            for name in ("adam", "radam") for lr in b.transformer_lrs
+            for seed in b.scaling_seeds]
 
 
 def spread_over_lrs(runs: list[Run], transform: Callable[[float], float] = float
@@ -70,8 +71,10 @@ def analyze_robustness(runs: list[Run], result: SectionResult) -> None:
     result.figures.append((f"Final {metric} against the learning rate (Figure 6 analogue)",
                            figures.png_bytes(figures.final_vs_lr(
                                series, metric, runs[0].spec.task, log_y=perplexity))))
-    result.notes.append("Each optimizer's grid spans the same factor around its usual "
-                        "learning rate (SGD's is 10 times Adam's, as in the paper's Figure 6).")
+    if "sgd" in groups:
+        result.notes.append("Each optimizer's grid spans the same factor around its usual "
+                            "learning rate (SGD's is 10 times Adam's, as in the paper's "
+                            "Figure 6).")
     for other, label in (("adam", "Adam"), ("sgd", "SGD")):
         if other in groups and "radam" in groups:
             result.verdicts.append(verdicts.gated(verdicts.better(
