@@ -33,3 +33,20 @@ def test_sweep_runs_in_parallel_and_skips_complete_runs(
     assert main(argv) == 0
     assert [(f / "summary.json").stat().st_mtime_ns for f in folders] == stamps
     assert capsys.readouterr().out == table  # the same numbers, read back from the folders
+
+
+def test_one_pool_of_workers_serves_several_sweeps(tmp_path: Path) -> None:
+    base = RunSpec("digits-mlp", "adam", steps=5, task_options={"width": 8})
+    with sweep.Workers(2) as workers:
+        first = sweep.run_all(sweep.grid(base, ["adam"], [1e-3], [0, 1]), tmp_path / "a",
+                              jobs=2, progress=False, workers=workers)
+        pool = workers.pool
+        second = sweep.run_all(sweep.grid(base, ["radam"], [1e-3], [0, 1]), tmp_path / "b",
+                               jobs=2, progress=False, workers=workers)
+        assert workers.pool is pool
+    assert workers._pool is None  # shut down on leaving the block
+    assert all(o.summary is not None for o in first + second)
+    # the same runs in this process give the same numbers
+    again = sweep.run_all([o.spec for o in second], tmp_path / "serial", jobs=1, progress=False)
+    assert [o.summary["final_metric"] for o in again] == \
+        [o.summary["final_metric"] for o in second]
