@@ -1,5 +1,5 @@
 """The reproduce suite's three budgets: ``quick`` (a smoke test of the machinery), ``default``
-(about ten minutes on two quiet CPU cores) and ``full`` (under an hour).
+(about eight minutes on two idle CPU cores) and ``full`` (about half an hour).
 
 A :class:`Setup` is one task at one size, shared by the runs of a section; a :class:`Budget`
 names the setups and grids of every section. The Transformer runs at β2 = 0.98, the usual value

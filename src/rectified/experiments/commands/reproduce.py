@@ -32,7 +32,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     size.add_argument("--quick", action="store_true",
                       help="a smoke test of the machinery: tiny runs, no verdict decided")
     size.add_argument("--full", action="store_true",
-                      help="5 seeds on the Transformer, longer runs (under an hour)")
+                      help="5 seeds on the Transformer, longer runs (about half an hour)")
     parser.add_argument("--out", default="reproduce", help="output folder (default reproduce)")
     parser.add_argument("--jobs", type=int, default=None,
                         help="parallel run processes (default: the CPU count, 1 on a GPU)")
