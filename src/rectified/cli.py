@@ -57,7 +57,8 @@ class _Version(argparse.Action):
         except metadata.PackageNotFoundError:
             torch_version = "not installed"
         python = ".".join(map(str, sys.version_info[:3]))
-        parser.exit(0, f"rectified {__version__} (torch {torch_version}, Python {python})\n")
+        print(f"rectified {__version__} (torch {torch_version}, Python {python})")
+        parser.exit(0)
 
 
 def build_parser(command: str | None = None) -> argparse.ArgumentParser:
@@ -102,6 +103,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         missing = (error.name or "").split(".")[0]
         if debug or missing not in EXTRAS:
             raise
+        if EXTRA_HINT in str(error):  # the library said what needs it
+            return _report(prog, 1, f"error: {error}")
         return _report(prog, 1, f"error: this needs {EXTRAS[missing]}, which is not installed "
                                 f"(no module {missing!r}); {EXTRA_HINT}")
     except ValueError as error:  # bad values found after parsing (e.g. a negative lr)

@@ -44,7 +44,7 @@ def _import(module: str, task: str) -> Any:
         return importlib.import_module(module)
     except ModuleNotFoundError as error:
         root = module.split(".")[0]
-        if error.name != root:
+        if (error.name or "").split(".")[0] != root:
             raise
         raise _missing(root, PACKAGED[task][1], task) from None
 

@@ -81,7 +81,7 @@ def task_reports(runs: list[Run], notes: list[str]) -> list[TaskReport]:
         try:
             report.figures = _figures(task, metric, task_runs)
         except ModuleNotFoundError as error:
-            if error.name != "matplotlib":
+            if (error.name or "").split(".")[0] != "matplotlib":
                 raise
             if not notes:
                 notes.append("matplotlib is not installed: no figures "
