@@ -46,6 +46,7 @@ def run(args: argparse.Namespace) -> int:
 
         html_path, md_path, reports = folder_report.build(folder)
         for task in reports:
-            print(f"{task.task}: {len(task.rows)} configurations")
+            count = len(task.rows)
+            print(f"{task.task}: {count} configuration{'s' if count > 1 else ''}")
     print(f"report: {html_path}\nsummary: {md_path}")
     return 0
