@@ -159,9 +159,7 @@ def test_reproduce_and_its_report_without_matplotlib(tmp_path: Path) -> None:
 
 
 def test_run_report_without_matplotlib_has_the_tables(tmp_path: Path) -> None:
-    assert main(["train", "charlm-lstm", "--steps", "4", "--width", "8", "--seq-len", "8",
-                 "--eval-windows", "2", "--train-bytes", "5000", "--no-progress",
-                 "--out", str(tmp_path)]) == 0
+    assert main(["train", "digits-mlp", "--out", str(tmp_path), *QUICK]) == 0
     result = run_cli(["report", str(tmp_path)], missing=("matplotlib",))
     assert result.returncode == 0, result.stderr
     summary = (tmp_path / "summary.md").read_text()
