@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Set-up and entry point: creates .venv on first use (torch pinned by constraints.txt, so a CPU
-# machine never pulls CUDA packages), reinstalls when pyproject.toml or constraints.txt change,
-# builds the fused kernel once, then runs:   ./dev.sh test [pytest args]   |   ./dev.sh COMMAND [args] (inside the venv)
+# machine never pulls CUDA packages) with the dev and integrations extras (transformers,
+# accelerate, lightning: their recipes are tested), reinstalls when pyproject.toml or
+# constraints.txt change, builds the fused kernel once, then runs:   ./dev.sh test [pytest args]   |   ./dev.sh COMMAND [args] (inside the venv)
 set -euo pipefail
 cd "$(dirname "$0")"
 PYTHON=${PYTHON:-python3}
@@ -13,7 +14,7 @@ if [[ ! -f $stamp || pyproject.toml -nt $stamp || constraints.txt -nt $stamp ]];
   .venv/bin/python -m pip install --quiet --disable-pip-version-check -c constraints.txt \
     torch==2.13.0
   .venv/bin/python -m pip install --quiet --disable-pip-version-check -c constraints.txt \
-    -e ".[dev]"
+    -e ".[dev,integrations]"
   touch "$stamp"
 fi
 # The fused engine's C++ kernel: built once into ~/.cache/rectified (about 10 s), reused after;

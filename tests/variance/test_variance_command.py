@@ -120,4 +120,4 @@ def test_command_line(tmp_path, capsys):
     blocker = tmp_path / "file"
     blocker.write_text("")
     assert main(["variance", "--out", str(blocker), "--quick"]) == 2
-    assert "Invalid out value" in capsys.readouterr().err
+    assert "is a file, not a folder" in capsys.readouterr().err

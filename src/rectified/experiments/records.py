@@ -40,12 +40,25 @@ def load_runs(folder: str | Path) -> list[Run]:
     root = Path(folder)
     if not root.is_dir():
         return []
-    runs = []
-    for child in sorted(root.iterdir()):
-        if child.is_dir() and runner.is_complete(child):
-            spec, summary, rows = runner.load_run(child)
-            runs.append(Run(child, spec, summary, rows))
-    return runs
+    return [load_run(child) for child in sorted(root.iterdir())
+            if child.is_dir() and runner.is_complete(child)]
+
+
+def load_run(folder: str | Path) -> Run:
+    """The record of one complete run folder."""
+    return Run(Path(folder), *runner.load_run(folder))
+
+
+def run_folders(folder: str | Path) -> list[Path]:
+    """Run folders (those holding ``spec.json``, complete or not) at ``folder`` itself, or one
+    or two levels under it (``train``/``sweep`` write ``OUT/<run>``, ``reproduce`` writes
+    ``OUT/runs/<section>/<run>``), sorted by path."""
+    root = Path(folder)
+    for pattern in ("spec.json", "*/spec.json", "*/*/spec.json"):
+        found = sorted(p.parent for p in root.glob(pattern) if p.is_file())
+        if found:
+            return found
+    return []
 
 
 def group_by(runs: Iterable[Run], key: Callable[[Run], Hashable]) -> dict[Any, list[Run]]:

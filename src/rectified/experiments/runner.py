@@ -50,6 +50,24 @@ def is_complete(folder: str | Path) -> bool:
     return (Path(folder) / "summary.json").is_file()
 
 
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C during a run: ``folder`` resumes from ``step`` (its last checkpoint; 0 = none)."""
+
+    def __init__(self, folder: Path, step: int) -> None:
+        super().__init__(f"{folder} resumes from step {step}")
+        self.folder, self.step = folder, step
+
+
+def checkpoint_step(folder: str | Path) -> int | None:
+    """The step an unfinished run folder resumes from, or None without a checkpoint."""
+    checkpoint_file = Path(folder) / "checkpoint.pt"
+    if not checkpoint_file.is_file():
+        return None
+    # mmap: the step is read without loading the saved tensors
+    return int(torch.load(checkpoint_file, map_location="cpu", mmap=True,
+                          weights_only=False)["step"])
+
+
 def load_run(folder: str | Path) -> tuple[RunSpec, dict[str, Any], list[dict[str, float]]]:
     """(spec, summary, metric rows) of a complete run folder."""
     folder = Path(folder)
@@ -88,7 +106,10 @@ def run(spec: RunSpec, folder: str | Path, *, progress: bool = False,
     if context.is_main:
         folder.mkdir(parents=True, exist_ok=True)
         _atomic_write(spec_file, spec.to_json() + "\n")
-    return _train(spec, folder, context, progress, stop_after)
+    try:
+        return _train(spec, folder, context, progress, stop_after)
+    except KeyboardInterrupt:
+        raise Interrupted(folder, checkpoint_step(folder) or 0) from None
 
 
 def _train(spec: RunSpec, folder: Path, context: distributed.Context, progress: bool,

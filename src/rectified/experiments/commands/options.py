@@ -58,3 +58,4 @@ def optimizer_options(pairs: list[str]) -> dict[str, Any]:
         if key == "betas" and isinstance(options[key], list):
             options[key] = tuple(options[key])
     return options
+

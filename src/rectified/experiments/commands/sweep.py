@@ -2,22 +2,27 @@
 
 Every combination runs in its own folder under ``--out`` (complete ones are skipped), in
 ``--jobs`` parallel processes; then a table of the final metric, mean ± standard deviation
-over seeds, per (optimizer, lr, warmup).
+over seeds, per (optimizer, lr, warmup), and where the folders are (``rectified report OUT``
+rebuilds a report from them). Rerunning the same command resumes: complete runs are kept and
+interrupted ones continue from their last checkpoint.
 """
 
 from __future__ import annotations
 
 import argparse
 import statistics
+import sys
 from collections import defaultdict
+from pathlib import Path
 
-from rectified.experiments import sweep
+from rectified.experiments import data, runner, sweep
 from rectified.experiments.commands.options import (
     add_task_arguments,
     optimizer_options,
     task_options,
 )
 from rectified.experiments.spec import RunSpec
+from rectified.folders import writable_folder
 
 
 def _list(text: str, convert: type, flag: str) -> list:
@@ -57,6 +62,9 @@ def run(args: argparse.Namespace) -> int:
                    optimizer_options=optimizer_options(args.option),
                    monitor_steps=args.monitor_steps)
     specs = sweep.grid(base, optimizers, lrs, seeds, warmups)
+    data.check_source(specs[0].task, specs[0].task_options)
+    out = writable_folder(args.out)
+    announce(out, [spec.run_id for spec in specs])
     outcomes = sweep.run_all(specs, args.out, jobs=args.jobs, progress=not args.no_progress,
                              description=f"sweep {args.task}")
     by_config: dict[tuple, list[float]] = defaultdict(list)
@@ -73,4 +81,19 @@ def run(args: argparse.Namespace) -> int:
         spread = statistics.stdev(values) if len(values) > 1 else 0.0
         print(f"{optimizer:<12} {lr:>8g} {warmup:>6} {len(values):>5}  "
               f"{statistics.fmean(values):.4f} ± {spread:.4f}")
+    print(f"{len(outcomes)} run folders in {out}; rectified report {out} writes their report")
     return 1 if any(o.summary is None for o in outcomes) else 0
+
+
+def announce(out: Path, run_ids: list[str]) -> None:
+    """Say which runs an earlier sweep into ``out`` left complete or resumable."""
+    complete = sum(runner.is_complete(out / run_id) for run_id in run_ids)
+    resumed = {run_id: runner.checkpoint_step(out / run_id) for run_id in run_ids
+               if not runner.is_complete(out / run_id)}
+    resumed = {run_id: step for run_id, step in resumed.items() if step is not None}
+    if complete:
+        print(f"{complete} of {len(run_ids)} runs are already complete in {out}: kept",
+              file=sys.stderr)
+    for run_id, step in resumed.items():
+        print(f"resuming {out / run_id} from step {step}", file=sys.stderr)
+    print(f"sweep: {len(run_ids) - complete} runs to do, writing into {out}", file=sys.stderr)

@@ -7,15 +7,17 @@ Under ``torchrun --nproc_per_node=N -m rectified train ...`` the run is data-par
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
-from rectified.experiments import distributed, recipes, runner
+from rectified.experiments import data, distributed, recipes, runner
 from rectified.experiments.commands.options import (
     add_task_arguments,
     optimizer_options,
     task_options,
 )
 from rectified.experiments.spec import RunSpec
+from rectified.folders import writable_folder
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -38,11 +40,25 @@ def spec_from_args(args: argparse.Namespace) -> RunSpec:
     ).resolve()
 
 
+def announce(folder: Path, steps: int) -> None:
+    """Say what rerunning a command does with the folder it left."""
+    if runner.is_complete(folder):
+        print(f"{folder} is complete: showing its result (delete the folder to run it again)",
+              file=sys.stderr)
+        return
+    step = runner.checkpoint_step(folder)
+    if step is not None:
+        print(f"resuming {folder} from step {step} of {steps}", file=sys.stderr)
+
+
 def run(args: argparse.Namespace) -> int:
     spec = spec_from_args(args)
+    data.check_source(spec.task, spec.task_options)
+    folder = writable_folder(args.out) / spec.run_id
     context = distributed.init_from_environment()
     try:
-        folder = Path(args.out) / spec.run_id
+        if context.is_main:
+            announce(folder, spec.steps)
         summary = runner.run(spec, folder, progress=not args.no_progress, context=context)
     finally:
         distributed.shutdown(context)
