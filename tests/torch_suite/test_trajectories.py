@@ -33,14 +33,14 @@ CASES = all_configurations()
 NON_LEAF_GRAD = pytest.mark.filterwarnings("ignore:The .grad attribute of a Tensor that is not")
 
 
-def _params_for(base: list[torch.Tensor], engine: str) -> list[torch.Tensor]:
-    if engine == "differentiable":  # torch steps non-leaf tensors there, building a graph
+def _params_for(base: list[torch.Tensor], flags) -> list[torch.Tensor]:
+    if flags.get("differentiable"):  # steps non-leaf tensors, building a graph
         return [b.detach().clone().requires_grad_().clone() for b in base]
     return clone_params(base)
 
 
-def _run(cls, base, kwargs, flags, engine):
-    params = _params_for(base, engine)
+def _run(cls, base, kwargs, flags):
+    params = _params_for(base, flags)
     optimizer = cls(params, **fresh(kwargs), **flags)
     step_through(optimizer, params, gradients(params))
     return optimizer, params
@@ -56,8 +56,8 @@ def test_matches_torch(case, engine, request):
     kwargs = configurations(name)[index]
     ours_flags, torch_flags = engine_flags(name, engine)
     base = make_params()
-    theirs = outcome(lambda: _run(torch_class(name), base, kwargs, torch_flags, engine))
-    ours = outcome(lambda: _run(ours_class(name), base, kwargs, ours_flags, engine))
+    theirs = outcome(lambda: _run(torch_class(name), base, kwargs, torch_flags))
+    ours = outcome(lambda: _run(ours_class(name), base, kwargs, ours_flags))
     if theirs[0] == "raised":
         assert ours[0] == "raised", f"torch raises {theirs[1]!r}; rectified does not"
         assert_same_error(ours[1], theirs[1])
@@ -105,9 +105,10 @@ def _gradients_through_steps(cls, kwargs, state_keys=None):
 @NON_LEAF_GRAD
 @pytest.mark.parametrize("case", CASES, ids=case_id)
 def test_differentiable_step_gradients_match_torch(case):
-    """``differentiable=True`` makes the step differentiable with respect to the parameters and
-    the gradients it was given: the derivatives agree with torch's (which torch checks with
-    gradcheck)."""
+    """``differentiable=True`` makes the step differentiable with respect to the parameters, the
+    gradients and the state it was given: the derivatives agree with torch's (which torch checks
+    with gradcheck). Inputs: the 4 initial parameters, then the state entering step 2, then the
+    gradients of both steps."""
     name, index = case
     kwargs = configurations(name)[index]
     keys, expected = _gradients_through_steps(torch_class(name), kwargs)
@@ -117,7 +118,9 @@ def test_differentiable_step_gradients_match_torch(case):
             assert a is None or not a.any(), f"input {i}: torch has no gradient"
             continue
         assert a is not None, f"input {i}: no gradient flows through rectified's step"
-        assert_close(a, e, f"gradient of input {i}")
+        # rtol 1e-6: torch's differentiable Adam/AdamW take their bias corrections through a
+        # float32 step tensor, which moves its derivatives by ~1e-7 relative even in float64
+        assert_close(a, e, f"gradient of input {i}", rtol=1e-6)
 
 
 @pytest.mark.parametrize("num_dim", [0, 1, 2])
@@ -127,7 +130,7 @@ def test_tensor_lr_of_any_shape_matches_torch(name, num_dim):
     base = make_params()
     lr = 1e-2 if name != "Adadelta" else 0.5
     kwargs = {"lr": torch.tensor(lr, dtype=torch.float64).reshape([1] * num_dim)}
-    theirs = _run(torch_class(name), base, kwargs, {"foreach": False}, "forloop")
-    ours = _run(ours_class(name), base, kwargs, {"foreach": False}, "forloop")
+    theirs = _run(torch_class(name), base, kwargs, {"foreach": False})
+    ours = _run(ours_class(name), base, kwargs, {"foreach": False})
     for i, (p, q) in enumerate(zip(ours[1], theirs[1])):
         assert_close(p, q, f"parameter {i}")
