@@ -1,0 +1,107 @@
+"""Sparse gradients, for the optimizers torch's database marks ``supports_sparse`` (SGD and
+Adagrad, which seed 000 motivates by sparse data): rectified steps them as torch does, on every
+configuration torch tests, or raises the same error type where torch refuses a combination
+(e.g. Adagrad's weight decay with sparse gradients)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from tests.torch_suite.cases import (
+    DTYPE,
+    INFOS,
+    NAMES,
+    assert_close,
+    assert_same_error,
+    assert_same_state,
+    configuration_ids,
+    configurations,
+    fresh,
+    ours_class,
+    outcome,
+    torch_class,
+)
+
+SPARSE = [name for name in NAMES if INFOS[name].supports_sparse]
+CASES = [(name, index) for name in SPARSE for index in range(len(configurations(name)))]
+STEPS = 6
+# torch's Adagrad builds sparse tensors without choosing invariant checks, which warns.
+pytestmark = pytest.mark.filterwarnings("ignore:Sparse invariant checks are implicitly disabled")
+
+
+def _case_id(case):
+    name, index = case
+    return f"{name}-{configuration_ids(name)[index]}".replace(" ", "_")
+
+
+def _sparse_gradients(seed: int = 3):
+    """Per step: an uncoalesced hybrid COO gradient of a (6, 3) table (rows repeat, as an
+    embedding's do when a token occurs twice) and an uncoalesced 1-D one of a (7,) vector; the
+    table gets none at step 2."""
+    g = torch.Generator().manual_seed(seed)
+    sequence = []
+    for step in range(STEPS):
+        rows = torch.tensor([[0, 4, 0, 2]])
+        table = torch.sparse_coo_tensor(rows, torch.randn(4, 3, generator=g, dtype=DTYPE), (6, 3),
+                                        check_invariants=True)
+        points = torch.tensor([[1, 5, 1]])
+        vector = torch.sparse_coo_tensor(points, torch.randn(3, generator=g, dtype=DTYPE), (7,),
+                                         check_invariants=True)
+        sequence.append([None if step == 2 else table, vector])
+    return sequence
+
+
+def _run(cls, kwargs, engine):
+    g = torch.Generator().manual_seed(0)
+    params = [torch.randn(6, 3, generator=g, dtype=DTYPE).requires_grad_(),
+              torch.randn(7, generator=g, dtype=DTYPE).requires_grad_()]
+    optimizer = cls(params, **fresh(kwargs), foreach=engine == "foreach")
+    for grads in _sparse_gradients():
+        for p, grad in zip(params, grads):
+            p.grad = None if grad is None else grad.clone()
+        optimizer.step()
+    return optimizer, params
+
+
+@pytest.mark.parametrize("engine", ["forloop", "foreach"])
+@pytest.mark.parametrize("case", CASES, ids=_case_id)
+def test_sparse_gradients_match_torch(case, engine):
+    name, index = case
+    kwargs = configurations(name)[index]
+    theirs = outcome(lambda: _run(torch_class(name), kwargs, engine))
+    ours = outcome(lambda: _run(ours_class(name), kwargs, engine))
+    if theirs[0] == "raised":
+        assert ours[0] == "raised", f"torch raises {theirs[1]!r}; rectified does not"
+        assert_same_error(ours[1], theirs[1])
+        return
+    if ours[0] == "raised":
+        raise ours[1]
+    (our_opt, our_params), (their_opt, their_params) = ours[1], theirs[1]
+    for i, (p, q) in enumerate(zip(our_params, their_params)):
+        assert_close(p, q, f"parameter {i}")
+    assert_same_state(our_opt, their_opt, our_params, their_params)
+
+
+def _embedding_run(cls, kwargs):
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Embedding(10, 4, sparse=True), torch.nn.Linear(4, 1))
+    model.to(DTYPE)
+    optimizer = cls(model.parameters(), **kwargs)
+    g = torch.Generator().manual_seed(1)
+    for _ in range(STEPS):
+        tokens = torch.randint(0, 10, (8,), generator=g)
+        optimizer.zero_grad()
+        model(tokens).pow(2).mean().backward()
+        optimizer.step()
+    return [p.detach().clone() for p in model.parameters()]
+
+
+@pytest.mark.parametrize("name", SPARSE)
+def test_sparse_embedding_trains_as_torch(name):
+    """nn.Embedding(sparse=True) beside a dense layer in one group: the usual sparse model."""
+    kwargs = {"lr": 0.1, "momentum": 0.9} if name == "SGD" else {"lr": 0.1}
+    ours = _embedding_run(ours_class(name), kwargs)
+    theirs = _embedding_run(torch_class(name), kwargs)
+    for i, (a, e) in enumerate(zip(ours, theirs)):
+        assert_close(a, e, f"parameter {i}")

@@ -1,0 +1,136 @@
+"""Trajectories: for every configuration torch tests its own class with, rectified's class is
+accepted and follows torch's trajectory (float64, CPU, 5 steps, a parameter without gradient at
+one step, a non-contiguous and a 0-dim parameter) on every engine; where torch raises, rectified
+raises an error of the same type."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from tests.torch_suite.cases import (
+    ENGINES,
+    NAMES,
+    all_configurations,
+    assert_close,
+    assert_same_error,
+    assert_same_state,
+    case_id,
+    clone_params,
+    configurations,
+    engine_flags,
+    fresh,
+    gradients,
+    make_params,
+    ours_class,
+    outcome,
+    step_through,
+    torch_class,
+)
+
+CASES = all_configurations()
+# differentiable=True steps non-leaf tensors; torch's step reads their .grad, which warns.
+NON_LEAF_GRAD = pytest.mark.filterwarnings("ignore:The .grad attribute of a Tensor that is not")
+
+
+def _params_for(base: list[torch.Tensor], flags) -> list[torch.Tensor]:
+    if flags.get("differentiable"):  # steps non-leaf tensors, building a graph
+        return [b.detach().clone().requires_grad_().clone() for b in base]
+    return clone_params(base)
+
+
+def _run(cls, base, kwargs, flags):
+    params = _params_for(base, flags)
+    optimizer = cls(params, **fresh(kwargs), **flags)
+    step_through(optimizer, params, gradients(params))
+    return optimizer, params
+
+
+@NON_LEAF_GRAD
+@pytest.mark.parametrize("engine", ENGINES)
+@pytest.mark.parametrize("case", CASES, ids=case_id)
+def test_matches_torch(case, engine, request):
+    name, index = case
+    if engine == "fused":
+        request.getfixturevalue("fused_kernel")
+    kwargs = configurations(name)[index]
+    ours_flags, torch_flags = engine_flags(name, engine)
+    base = make_params()
+    theirs = outcome(lambda: _run(torch_class(name), base, kwargs, torch_flags))
+    ours = outcome(lambda: _run(ours_class(name), base, kwargs, ours_flags))
+    if theirs[0] == "raised":
+        assert ours[0] == "raised", f"torch raises {theirs[1]!r}; rectified does not"
+        assert_same_error(ours[1], theirs[1])
+        return
+    if ours[0] == "raised":
+        raise ours[1]
+    (our_opt, our_params), (their_opt, their_params) = ours[1], theirs[1]
+    for i, (p, q) in enumerate(zip(our_params, their_params)):
+        assert_close(p, q, f"parameter {i}")
+    assert_same_state(our_opt, their_opt, our_params, their_params)
+
+
+def _gradients_through_steps(cls, kwargs, state_keys=None):
+    """Two steps with ``differentiable=True``; the state between them is replaced by fresh
+    inputs (as torch's own gradcheck of the step does: a second in-place update of state the
+    first step's graph saved cannot be differentiated, in torch either). Returns the state keys
+    used and d(sum_i w_i . p_i) / d(initial parameters, both steps' gradients, that state)."""
+    leaves = make_params()
+    params = [p.clone() for p in leaves]
+    grads = [[g.requires_grad_() if g is not None else None for g in step]
+             for step in gradients(params, 2)]
+    optimizer = cls(params, **fresh(kwargs), differentiable=True)
+    inputs = list(leaves)
+    for number, step in enumerate(grads):
+        for p, g in zip(params, step):
+            p.grad = g
+        if number == 1:
+            for p in params:
+                state = optimizer.state[p]
+                keys = state_keys if state_keys is not None else sorted(
+                    k for k, v in state.items()
+                    if k != "step" and torch.is_tensor(v) and v.is_floating_point())
+                for key in keys:
+                    leaf = state[key].detach().clone().requires_grad_()
+                    inputs.append(leaf)
+                    state[key] = leaf.clone()
+            state_keys = keys
+        optimizer.step()
+    weights = gradients(params, 1, seed=7)[0]
+    loss = sum((p * w).sum() for p, w in zip(params, weights))
+    inputs += [g for step in grads for g in step if g is not None]
+    return state_keys, torch.autograd.grad(loss, inputs, allow_unused=True)
+
+
+@NON_LEAF_GRAD
+@pytest.mark.parametrize("case", CASES, ids=case_id)
+def test_differentiable_step_gradients_match_torch(case):
+    """``differentiable=True`` makes the step differentiable with respect to the parameters, the
+    gradients and the state it was given: the derivatives agree with torch's (which torch checks
+    with gradcheck). Inputs: the 4 initial parameters, then the state entering step 2, then the
+    gradients of both steps."""
+    name, index = case
+    kwargs = configurations(name)[index]
+    keys, expected = _gradients_through_steps(torch_class(name), kwargs)
+    _, actual = _gradients_through_steps(ours_class(name), kwargs, keys)
+    for i, (a, e) in enumerate(zip(actual, expected)):
+        if e is None:
+            assert a is None or not a.any(), f"input {i}: torch has no gradient"
+            continue
+        assert a is not None, f"input {i}: no gradient flows through rectified's step"
+        # rtol 1e-6: torch's differentiable Adam/AdamW take their bias corrections through a
+        # float32 step tensor, which moves its derivatives by ~1e-7 relative even in float64
+        assert_close(a, e, f"gradient of input {i}", rtol=1e-6)
+
+
+@pytest.mark.parametrize("num_dim", [0, 1, 2])
+@pytest.mark.parametrize("name", NAMES)
+def test_tensor_lr_of_any_shape_matches_torch(name, num_dim):
+    """A one-element Tensor lr of shape (), (1,) or (1, 1) steps as torch's class does."""
+    base = make_params()
+    lr = 1e-2 if name != "Adadelta" else 0.5
+    kwargs = {"lr": torch.tensor(lr, dtype=torch.float64).reshape([1] * num_dim)}
+    theirs = _run(torch_class(name), base, kwargs, {"foreach": False})
+    ours = _run(ours_class(name), base, kwargs, {"foreach": False})
+    for i, (p, q) in enumerate(zip(ours[1], theirs[1])):
+        assert_close(p, q, f"parameter {i}")
