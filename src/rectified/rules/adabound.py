@@ -16,13 +16,14 @@ Luo, Xiong, Liu & Sun, "Adaptive Gradient Methods with Dynamic Bound of Learning
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 from torch import Tensor
 
-from rectified.rules.adam import adam_moment_keys, prepare_gradients_
+from rectified.rules.adam import adam_moment_keys, betas_of, weight_decay_operands
 from rectified.rules.base import TensorList, TensorListOps, UpdateRule, scalar, zeros_like
-from rectified.rules.moments import bias_corrections, second_moment_, update_moments_
+from rectified.rules.moments import MomentsStep, bias_corrections, gradients_and_moments_
 
 
 class StepSizeBounds(NamedTuple):
@@ -47,8 +48,42 @@ def scaled_final_lr(final_lr: float, lr: float, base_lr: float) -> float:
     return final_lr if lr > 0 else 0.0
 
 
+@dataclass(frozen=True, kw_only=True)
+class BoundedStep(MomentsStep):
+    """The scalars of one ``bounded_step_``: the moments, then the clipped step
+    η = clip(scale / (√v + ε), lower, upper),  θ <- θ - η ⊙ m."""
+
+    eps: float
+    scale: float
+    lower: float
+    upper: float
+
+
+def bounded_step_(
+    ops: TensorListOps,
+    params: TensorList,
+    grads: TensorList,
+    exp_avgs: TensorList,
+    exp_avg_sqs: TensorList,
+    max_exp_avg_sqs: TensorList | None,
+    step: BoundedStep,
+) -> None:
+    """The meaning of the named operation ``bounded_step_``, in primitives."""
+    second = gradients_and_moments_(
+        ops, params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, step
+    )
+    step_sizes = ops.sqrt(second)
+    ops.add_scalar_(step_sizes, step.eps)
+    ops.reciprocal_(step_sizes)
+    ops.mul_(step_sizes, step.scale)
+    ops.clamp_(step_sizes, step.lower, step.upper)
+    ops.mul_tensors_(step_sizes, exp_avgs)
+    ops.add_(params, step_sizes, alpha=-1.0)
+
+
 class AdaBoundRule(UpdateRule):
     name = "AdaBound"
+    fused_by_default = True
 
     def state_keys(self, group: Mapping[str, Any]) -> tuple[str, ...]:
         return adam_moment_keys(group["amsbound"])
@@ -66,21 +101,16 @@ class AdaBoundRule(UpdateRule):
         step: int,
     ) -> None:
         lr = scalar(group["lr"])
-        beta1, beta2 = (scalar(b) for b in group["betas"])
-        grads = prepare_gradients_(ops, params, grads, group)
-        exp_avgs = state["exp_avg"]
-        update_moments_(ops, grads, exp_avgs, state["exp_avg_sq"], beta1, beta2)
-        second = second_moment_(ops, state["exp_avg_sq"], state, group["amsbound"])
+        beta1, beta2 = betas_of(group)
         bc = bias_corrections(step, beta1, beta2)
         final_lr = scaled_final_lr(group["final_lr"], lr, group["base_lr"])
         bounds = adabound_bounds(step, final_lr, group["gamma"])
-        step_sizes = ops.sqrt(second)
-        ops.add_scalar_(step_sizes, group["eps"])
-        ops.reciprocal_(step_sizes)
-        ops.mul_(step_sizes, lr * bc.second_sqrt / bc.first)
-        ops.clamp_(step_sizes, bounds.lower, bounds.upper)
-        ops.mul_tensors_(step_sizes, exp_avgs)
-        ops.add_(params, step_sizes, alpha=-1.0)
+        operands = BoundedStep(
+            beta1=beta1, beta2=beta2, eps=group["eps"], scale=lr * bc.second_sqrt / bc.first,
+            lower=bounds.lower, upper=bounds.upper, **weight_decay_operands(group, lr),
+        )
+        ops.bounded_step_(params, grads, state["exp_avg"], state["exp_avg_sq"],
+                          state.get("max_exp_avg_sq"), operands)
 
 
 ADABOUND_RULE = AdaBoundRule()

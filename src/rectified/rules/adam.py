@@ -18,40 +18,31 @@ from typing import Any
 
 from torch import Tensor
 
-from rectified.rules.base import (
-    TensorList,
-    TensorListOps,
-    UpdateRule,
-    decay_weights_,
-    effective_gradients,
-    scalar,
-    zeros_like,
-)
-from rectified.rules.moments import (
-    adaptive_step_,
-    bias_corrections,
-    second_moment_,
-    update_moments_,
-)
+from rectified.rules.base import TensorList, TensorListOps, UpdateRule, scalar, zeros_like
+from rectified.rules.moments import AdamStep, bias_corrections
 
 
 def adam_moment_keys(amsgrad: bool) -> tuple[str, ...]:
     return ("exp_avg", "exp_avg_sq", "max_exp_avg_sq") if amsgrad else ("exp_avg", "exp_avg_sq")
 
 
-def prepare_gradients_(
-    ops: TensorListOps, params: TensorList, grads: TensorList, group: Mapping[str, Any]
-) -> TensorList:
-    """Apply maximize and weight decay (decoupled onto θ, or coupled into g); return g."""
+def betas_of(group: Mapping[str, Any]) -> tuple[float, float]:
+    beta1, beta2 = group["betas"]
+    return scalar(beta1), scalar(beta2)
+
+
+def weight_decay_operands(group: Mapping[str, Any], lr: float) -> dict[str, Any]:
+    """``decay`` (decoupled: θ <- θ (1 - γλ)) or ``weight_decay`` (coupled: g <- g + λθ), and
+    ``maximize``: the operands every Adam-family step takes from its group."""
     wd = group["weight_decay"]
     if group["decoupled_weight_decay"]:
-        decay_weights_(ops, params, scalar(group["lr"]), wd)
-        wd = 0.0
-    return effective_gradients(ops, params, grads, maximize=group["maximize"], weight_decay=wd)
+        return {"decay": 1.0 - lr * wd if wd != 0 else 1.0, "maximize": group["maximize"]}
+    return {"weight_decay": wd, "maximize": group["maximize"]}
 
 
 class AdamRule(UpdateRule):
     name = "Adam"
+    fused_by_default = True
 
     def state_keys(self, group: Mapping[str, Any]) -> tuple[str, ...]:
         return adam_moment_keys(group["amsgrad"])
@@ -68,20 +59,15 @@ class AdamRule(UpdateRule):
         group: Mapping[str, Any],
         step: int,
     ) -> None:
-        beta1, beta2 = (scalar(b) for b in group["betas"])
-        grads = prepare_gradients_(ops, params, grads, group)
-        update_moments_(ops, grads, state["exp_avg"], state["exp_avg_sq"], beta1, beta2)
-        second = second_moment_(ops, state["exp_avg_sq"], state, group["amsgrad"])
+        lr = scalar(group["lr"])
+        beta1, beta2 = betas_of(group)
         bc = bias_corrections(step, beta1, beta2)
-        adaptive_step_(
-            ops,
-            params,
-            state["exp_avg"],
-            second,
-            step_size=scalar(group["lr"]) / bc.first,
-            eps=group["eps"],
-            denom_scale=bc.second_sqrt,
+        operands = AdamStep(
+            beta1=beta1, beta2=beta2, step_size=lr / bc.first, eps=group["eps"],
+            denom_scale=bc.second_sqrt, **weight_decay_operands(group, lr),
         )
+        ops.adam_step_(params, grads, state["exp_avg"], state["exp_avg_sq"],
+                       state.get("max_exp_avg_sq"), operands)
 
 
 ADAM_RULE = AdamRule()

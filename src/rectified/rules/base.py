@@ -13,16 +13,25 @@ operations only do elementwise work.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import torch
 from torch import Tensor
+
+if TYPE_CHECKING:
+    from rectified.rules.adabound import BoundedStep
+    from rectified.rules.moments import AdamStep
 
 TensorList = list[Tensor]
 
 
 class TensorListOps(Protocol):
-    """Elementwise operations over equally long lists of tensors (``_`` = in place)."""
+    """Elementwise operations over equally long lists of tensors (``_`` = in place).
+
+    The primitives come first. The named operations after them are whole steps that engines
+    may run as one loop; each has one definition as a composition of primitives
+    (:class:`rectified.rules.composed.ComposedOps`), which is what it means.
+    """
 
     def neg(self, xs: TensorList) -> TensorList: ...
     def clone(self, xs: TensorList) -> TensorList: ...
@@ -42,6 +51,16 @@ class TensorListOps(Protocol):
     def clamp_(self, xs: TensorList, low: float, high: float) -> None: ...
     def copy_(self, xs: TensorList, ys: TensorList) -> None: ...
 
+    def adam_step_(
+        self, params: TensorList, grads: TensorList, exp_avgs: TensorList,
+        exp_avg_sqs: TensorList, max_exp_avg_sqs: TensorList | None, step: AdamStep,
+    ) -> None: ...
+    def bounded_step_(
+        self, params: TensorList, grads: TensorList, exp_avgs: TensorList,
+        exp_avg_sqs: TensorList, max_exp_avg_sqs: TensorList | None, step: BoundedStep,
+    ) -> None: ...
+    def lookahead_sync_(self, slows: TensorList, params: TensorList, alpha: float) -> None: ...
+
 
 class UpdateRule:
     """One optimizer's update, as math over lists of tensors.
@@ -53,6 +72,9 @@ class UpdateRule:
     """
 
     name: str = "rule"
+    # Whether ``fused=None`` runs the fused engine when its kernel is built (the Adam family,
+    # whose steps are one loop there); other rules run foreach unless ``fused=True``.
+    fused_by_default: bool = False
 
     def state_keys(self, group: Mapping[str, Any]) -> tuple[str, ...]:
         """Names of the per-parameter state tensors the update reads and writes."""
@@ -100,9 +122,3 @@ def effective_gradients(
     if weight_decay != 0:
         grads = ops.add(grads, params, alpha=weight_decay)
     return grads
-
-
-def decay_weights_(ops: TensorListOps, params: TensorList, lr: float, weight_decay: float) -> None:
-    """Decoupled weight decay (Loshchilov & Hutter): ``p <- p * (1 - lr * wd)``."""
-    if weight_decay != 0:
-        ops.mul_(params, 1.0 - lr * weight_decay)

@@ -34,16 +34,9 @@ from typing import Any, NamedTuple
 
 from torch import Tensor
 
-from rectified.rules.adam import prepare_gradients_
-from rectified.rules.base import (
-    TensorList,
-    TensorListOps,
-    UpdateRule,
-    effective_gradients,
-    scalar,
-    zeros_like,
-)
-from rectified.rules.moments import adaptive_step_, bias_corrections, update_moments_
+from rectified.rules.adam import betas_of, weight_decay_operands
+from rectified.rules.base import TensorList, TensorListOps, UpdateRule, scalar, zeros_like
+from rectified.rules.moments import ADAPTIVE, MOMENTUM, NO_STEP, AdamStep, bias_corrections
 
 DEFAULT_THRESHOLD = 5.0
 PAPER_THRESHOLD = 4.0
@@ -71,12 +64,21 @@ def rectification_from_rho(rho: float, rho_infinity: float) -> float:
     return math.sqrt(numerator / ((rho_infinity - 4.0) * (rho_infinity - 2.0) * rho))
 
 
+def check_threshold(threshold: Any) -> None:
+    """``threshold`` must be a real number >= 4, since r_t is only defined for ρ_t > 4."""
+    if isinstance(threshold, bool) or not isinstance(threshold, int | float):
+        raise TypeError(f"Invalid threshold value: {threshold!r} (expected a number >= 4)")
+    if not threshold >= PAPER_THRESHOLD:  # NaN fails this too
+        raise ValueError(f"Invalid threshold value: {threshold} (r_t needs rho_t > 4)")
+
+
 def rectification_term(step: float, beta2: float, threshold: float = DEFAULT_THRESHOLD) -> float:
     """r_t at step t, or 0.0 where ρ_t <= threshold (the adaptive learning rate is off there).
 
-    ``threshold`` must be >= 4, since r_t is only defined for ρ_t > 4.
+    ``threshold`` must be >= 4, since r_t is only defined for ρ_t > 4 (the optimizer checks its
+    type once, when it changes; this guard is the formula's domain).
     """
-    if threshold < PAPER_THRESHOLD:
+    if not threshold >= PAPER_THRESHOLD:  # NaN fails this too
         raise ValueError(f"Invalid threshold value: {threshold} (r_t needs rho_t > 4)")
     rho = rho_t(step, beta2)
     if rho <= threshold:
@@ -101,6 +103,7 @@ def radam_coefficients(
 
     Adaptive: θ <- θ - step_size · m / (√v + ε) with step_size = γ r_t √(1 - β2^t) / (1 - β1^t).
     Otherwise: θ <- θ - step_size · m with step_size = γ / (1 - β1^t), or 0 if not degenerated.
+    ``threshold`` is taken as valid (the optimizer checks it when it changes).
     """
     bc = bias_corrections(step, beta1, beta2)
     r = rectification_term(step, beta2, threshold)
@@ -111,6 +114,7 @@ def radam_coefficients(
 
 class RAdamRule(UpdateRule):
     name = "RAdam"
+    fused_by_default = True
 
     def state_keys(self, group: Mapping[str, Any]) -> tuple[str, ...]:
         return ("exp_avg", "exp_avg_sq")
@@ -127,30 +131,24 @@ class RAdamRule(UpdateRule):
         group: Mapping[str, Any],
         step: int,
     ) -> None:
-        beta1, beta2 = (scalar(b) for b in group["betas"])
+        lr = scalar(group["lr"])
+        beta1, beta2 = betas_of(group)
         coeffs = radam_coefficients(
-            step,
-            scalar(group["lr"]),
-            beta1,
-            beta2,
-            group["threshold"],
-            group["degenerated_to_sgd"],
+            step, lr, beta1, beta2, group["threshold"], group["degenerated_to_sgd"]
         )
-        skipped = not coeffs.adaptive and not group["degenerated_to_sgd"]
-        if skipped and group["decoupled_weight_decay"]:
-            grads = effective_gradients(
-                ops, params, grads, maximize=group["maximize"], weight_decay=0.0
-            )
-        else:
-            grads = prepare_gradients_(ops, params, grads, group)
-        exp_avgs, exp_avg_sqs = state["exp_avg"], state["exp_avg_sq"]
-        update_moments_(ops, grads, exp_avgs, exp_avg_sqs, beta1, beta2)
+        operands = weight_decay_operands(group, lr)
         if coeffs.adaptive:
-            adaptive_step_(
-                ops, params, exp_avgs, exp_avg_sqs, step_size=coeffs.step_size, eps=group["eps"]
-            )
-        elif not skipped:
-            ops.add_(params, exp_avgs, alpha=-coeffs.step_size)
+            mode = ADAPTIVE
+        elif group["degenerated_to_sgd"]:
+            mode = MOMENTUM
+        else:  # no step: decoupled decay is skipped too, as in the authors' code
+            mode = NO_STEP
+            operands.pop("decay", None)
+        ops.adam_step_(
+            params, grads, state["exp_avg"], state["exp_avg_sq"], None,
+            AdamStep(beta1=beta1, beta2=beta2, step_size=coeffs.step_size, eps=group["eps"],
+                     mode=mode, **operands),
+        )
 
 
 RADAM_RULE = RAdamRule()
