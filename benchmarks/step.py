@@ -32,7 +32,7 @@ from torch import nn
 import rectified
 from benchmarks.timing import STEP_BYTES_PER_PARAM, floor_probe, interleaved_medians, timed
 from benchmarks.variants import Variant, all_variants, headline_variants
-from rectified.engines import fused
+from rectified.engines.fused.engine import available
 
 
 @dataclass(frozen=True)
@@ -184,7 +184,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--json", type=Path, default=Path("benchmarks/results/step.json"))
     args = parser.parse_args(argv)
     device = torch.device(args.device)
-    if device.type == "cpu" and not fused.available(build_if_missing=True):
+    if device.type == "cpu" and not available(build_if_missing=True):
         raise SystemExit("the fused kernel could not be built; see the warning above")
     load_before = os.getloadavg()
     print(f"# step benchmark: torch {torch.__version__}, {device}, "

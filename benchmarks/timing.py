@@ -10,10 +10,13 @@ from __future__ import annotations
 import statistics
 import time
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
 import torch
 
-from rectified.engines import fused
+from rectified.engines.fused import kernel
+
+PROBE_SOURCE = Path(__file__).with_name("csrc") / "probe.cpp"
 
 STEP_BYTES_PER_PARAM = 28  # read p, g, m, v and write p, m, v, 4 bytes each
 
@@ -47,13 +50,15 @@ def interleaved_medians(
 def floor_probe(numel: int, device: torch.device) -> Callable[[], object] | None:
     """One fused pass that reads p, g, m, v and writes p, m, v over ``numel`` float32 values.
 
-    On the CPU it is the fused engine's probe kernel (a plain parallel loop); on CUDA a single
-    ``torch._foreach_add_`` over (p, m, v) += g, which moves the same 28 bytes per element.
-    None when neither is available.
+    On the CPU it is a plain parallel loop compiled like the fused engine's kernel
+    (``csrc/probe.cpp``); on CUDA a single ``torch._foreach_add_`` over (p, m, v) += g, which
+    moves the same 28 bytes per element. None when neither is available.
     """
     p, g, m, v = (torch.rand(numel, device=device) for _ in range(4))
     if device.type == "cpu":
-        if not fused.available():
+        try:
+            torch.ops.load_library(str(kernel.build(source=PROBE_SOURCE)))
+        except kernel.BuildError:
             return None
-        return lambda: torch.ops.rectified_fused.probe_bandwidth_(p, g, m, v)
+        return lambda: torch.ops.rectified_bench.probe_bandwidth_(p, g, m, v)
     return lambda: torch._foreach_add_([p, m, v], [g, g, g])

@@ -12,10 +12,10 @@ torch.set_num_threads(min(2, torch.get_num_threads()))
 @pytest.fixture(scope="module")
 def fused_kernel():
     """The fused engine's C++ kernel, built if missing; skips where it cannot be built."""
-    from rectified.engines import extension, fused
+    from rectified.engines.fused import kernel
 
     try:
-        extension.build()
-    except extension.BuildError as error:
+        kernel.build()
+    except kernel.BuildError as error:
         pytest.skip(f"no fused kernel on this machine: {error}")
-    assert fused.available()
+    assert kernel.load(build_if_missing=False)

@@ -9,8 +9,11 @@ import pytest
 import torch
 
 import rectified
-from rectified.engines import engine_for, extension, fused
+from rectified.engines import engine_for
 from rectified.engines.foreach import FOREACH
+from rectified.engines.fused import kernel
+from rectified.engines.fused.program import instructions, trace
+from rectified.rules.moments import ADAPTIVE, MOMENTUM
 from tests.helpers import (
     apply_,
     assert_close_relative,
@@ -203,12 +206,14 @@ def test_engine_choice():
     assert engine_for(rectified.RAdam(params, foreach=True).param_groups[0]) == "foreach"
     assert engine_for(rectified.RAdam(params, foreach=False).param_groups[0]) == "reference"
     assert engine_for(rectified.RAdam(params, fused=False).param_groups[0]) == "foreach"
-    assert engine_for(rectified.SGD(params, lr=0.1).param_groups[0]) == "foreach"
+    sgd = rectified.SGD(params, lr=0.1)
+    assert engine_for(sgd.param_groups[0], sgd.rule.fused_by_default) == "foreach"
+    assert engine_for(rectified.SGD(params, lr=0.1, fused=True).param_groups[0]) == "fused"
 
 
 def test_missing_compiler_warns_once_and_runs_foreach(monkeypatch, tmp_path):
-    monkeypatch.setattr(extension, "_loaded", None)
-    monkeypatch.setattr(extension, "_warned", False)
+    monkeypatch.setattr(kernel, "_loaded", None)
+    monkeypatch.setattr(kernel, "_warned", False)
     monkeypatch.setenv("RECTIFIED_CACHE_DIR", str(tmp_path))
     monkeypatch.setenv("CXX", str(tmp_path / "no-such-compiler"))
     group = rectified.RAdam(make_params(), fused=True).param_groups[0]
@@ -218,6 +223,11 @@ def test_missing_compiler_warns_once_and_runs_foreach(monkeypatch, tmp_path):
         warnings.simplefilter("error")
         assert engine_for(group) == "foreach"
     assert not list(tmp_path.iterdir())
+
+
+def run_traced(body, lists):
+    """Trace ``body(ops, *lists)`` and run it with the kernel; return the skipped indices."""
+    return kernel.run_program_(trace(body, len(lists)), lists)
 
 
 OPS = [
@@ -246,7 +256,7 @@ def test_every_list_operation_matches_foreach(name, arity, kwargs):
         if result is not None:
             ops.copy_(registers[0], result)
 
-    assert fused.apply_ops_(body, lists) == []
+    assert run_traced(body, lists) == []
     want = out if out is not None else expected[0]
     for a, b in zip(lists[0], want):
         assert torch.allclose(a, b, rtol=1e-15, atol=0, equal_nan=True)
@@ -267,7 +277,7 @@ def test_kernel_takes_low_precision_params_with_float32_state():
         ops.addcmul_(exp_avg_sqs, grads, grads, 0.001)
         ops.addcdiv_(params, exp_avgs, ops.sqrt(exp_avg_sqs), -1e-3)
 
-    assert fused.apply_ops_(body, [[p], [g], [m], [v]]) == []
+    assert run_traced(body, [[p], [g], [m], [v]]) == []
     body(FOREACH, expected, [g.float()], [m32], [v32])
     assert m.dtype == v.dtype == torch.float32 and p.dtype == torch.bfloat16
     assert torch.allclose(m, m32, rtol=1e-6) and torch.allclose(v, v32, rtol=1e-6)
@@ -284,24 +294,25 @@ def _trace_case(case, step, **overrides):
     def body(ops, params, grads, *state):
         inner.rule.update_(ops, params, grads, dict(zip(keys, state)), group, step)
 
-    return fused.trace(body, 2 + len(keys))
+    return trace(body, 2 + len(keys))
 
 
 @pytest.mark.parametrize("maximize", [False, True])
 @pytest.mark.parametrize("case", FUSED_CASES, ids=case_id)
-def test_every_adam_family_step_runs_as_one_loop(case, maximize):
-    """Prologue (decay, maximize), moments and step: one fused loop, nothing else, for every
-    rule and option (RAdam from its first rectified step on)."""
-    step = 40
-    ops = fused.decoded_ops(_trace_case(case, step, maximize=maximize))
-    expected = fused.BOUND_STEP if case.build is rectified.AdaBound else fused.ADAM_STEP
-    assert ops == [expected]
+def test_every_adam_family_step_is_one_named_instruction(case, maximize):
+    """Prologue (decay, maximize), moments and step: one instruction, which the kernel runs as
+    one loop, for every rule and option (RAdam from its first rectified step on)."""
+    code = instructions(_trace_case(case, 40, maximize=maximize))
+    expected = "bounded_step_" if case.build is rectified.AdaBound else "adam_step_"
+    assert [name for name, *_ in code] == [expected]
+    if expected == "adam_step_":
+        assert code[0][2][-1] == ADAPTIVE
 
 
-def test_radam_unadapted_steps_run_instruction_by_instruction():
+def test_radam_unadapted_steps_are_one_momentum_step():
     case = next(case for case in FUSED_CASES if case.name == "RAdam")
-    ops = fused.decoded_ops(_trace_case(case, 2))
-    assert fused.ADAM_STEP not in ops and fused.ADD in ops
+    (name, _, scalars), = instructions(_trace_case(case, 2))
+    assert name == "adam_step_" and scalars[-1] == MOMENTUM
 
 
 def test_fallbacks_from_several_buckets_keep_their_own_step_counts():

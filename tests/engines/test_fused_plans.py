@@ -14,7 +14,7 @@ import pytest
 import torch
 
 import rectified
-from rectified.engines.plans import GroupPlan
+from rectified.engines.fused.plans import GroupPlan
 from tests.helpers import assert_close_relative, roundtrip
 
 STEPS = 10

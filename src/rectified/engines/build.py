@@ -11,7 +11,7 @@ import argparse
 import sys
 import time
 
-from rectified.engines import extension
+from rectified.engines.fused import kernel as extension
 
 
 def main(argv: list[str] | None = None) -> int:

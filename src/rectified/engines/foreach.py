@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import torch
 
+from rectified.engines.engine import Engine
 from rectified.rules.base import TensorList
+from rectified.rules.composed import ComposedOps
 
 
-class ForeachOps:
+class ForeachOps(ComposedOps):
     """:class:`~rectified.rules.base.TensorListOps` as ``torch._foreach_*`` calls."""
 
     def neg(self, xs: TensorList) -> TensorList:
@@ -72,3 +74,10 @@ class ForeachOps:
 
 
 FOREACH = ForeachOps()
+
+
+class ForeachEngine(Engine):
+    """The rule runs once per bucket of parameters that share device, dtype and step count."""
+
+    name = "foreach"
+    ops = FOREACH

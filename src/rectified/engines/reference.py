@@ -1,16 +1,23 @@
-"""The reference engine: every list operation runs tensor by tensor with plain torch ops.
+"""The reference engine: the rule runs once per parameter, and every list operation with plain
+torch ops (the named operations as their compositions of primitives).
 
 It is the slowest engine and the one the others are tested against.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
 import torch
 
-from rectified.rules.base import TensorList
+from rectified.engines.engine import Engine, update
+from rectified.engines.tensors import Slots
+from rectified.rules.base import TensorList, UpdateRule
+from rectified.rules.composed import ComposedOps
 
 
-class PerTensorOps:
+class PerTensorOps(ComposedOps):
     """:class:`~rectified.rules.base.TensorListOps` as a loop of ordinary tensor methods."""
 
     def neg(self, xs: TensorList) -> TensorList:
@@ -79,3 +86,16 @@ class PerTensorOps:
 
 
 PER_TENSOR = PerTensorOps()
+
+
+class ReferenceEngine(Engine):
+    name = "reference"
+    ops = PER_TENSOR
+
+    def apply(self, rule: UpdateRule, group: Mapping[str, Any], keys: Sequence[str],
+              slots: Slots, counts: Sequence[int]) -> None:
+        for i, count in enumerate(counts):
+            update(rule, self.ops, group, keys, [[xs[i]] for xs in slots], count)
+
+    def apply_elementwise(self, body: Callable[..., None], slots: Slots) -> None:
+        body(self.ops, *slots)

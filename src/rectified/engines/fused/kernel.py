@@ -1,4 +1,4 @@
-"""Building and loading the fused engine's C++ kernel (``csrc/fused_cpu.cpp``).
+"""Building, loading and calling the fused engine's C++ kernel (``csrc/``).
 
 The kernel is compiled once per machine, torch version and source text, with the system's C++
 compiler and torch's own headers and libraries, into a cache folder
@@ -18,12 +18,16 @@ import subprocess
 import sys
 import tempfile
 import warnings
+from collections.abc import Sequence
 from pathlib import Path
 
 import torch
-import torch.utils.cpp_extension as cpp
 
-SOURCE = Path(__file__).with_name("csrc") / "fused_cpu.cpp"
+from rectified.engines.fused import instructions
+
+CSRC = Path(__file__).with_name("csrc")
+SOURCE = CSRC / "kernel.cpp"
+HEADER = "instructions.h"  # generated from instructions.py into the build folder
 CXX_FLAGS = ("-O3", "-march=native", "-fno-math-errno", "-std=c++20", "-fopenmp", "-fPIC")
 
 _loaded: bool | None = None  # None: not tried yet in this process
@@ -45,43 +49,56 @@ def _compiler() -> str | None:
     return shutil.which(os.environ.get("CXX", "g++"))
 
 
-def library_path() -> Path:
-    """Where the kernel for this source, these flags, this torch and this machine lives."""
+def _inputs(source: Path) -> list[bytes]:
+    """Everything the library's bytes depend on."""
+    texts = [path.read_bytes() for path in sorted(source.parent.glob("*.h"))]
+    return [source.read_bytes(), *texts, instructions.cpp_header().encode(),
+            " ".join(CXX_FLAGS).encode(), torch.__version__.encode(), sys.version.encode(),
+            platform.machine().encode(), platform.node().encode()]
+
+
+def library_path(source: Path = SOURCE) -> Path:
+    """Where the library built from ``source`` for this torch and this machine lives."""
     key = hashlib.sha256()
-    for part in (SOURCE.read_bytes(), " ".join(CXX_FLAGS).encode(), torch.__version__.encode(),
-                 sys.version.encode(), platform.machine().encode(), platform.node().encode()):
+    for part in _inputs(source):
         key.update(part)
-    return cache_dir() / f"fused_cpu-{key.hexdigest()[:16]}.so"
+    return cache_dir() / f"{source.stem}-{key.hexdigest()[:16]}.so"
 
 
-def _command(output: Path) -> list[str]:
+def _command(source: Path, output: Path, includes: Sequence[Path]) -> list[str]:
+    import torch.utils.cpp_extension as cpp  # imported here: it costs 0.3 s at import time
+
     abi = int(torch._C._GLIBCXX_USE_CXX11_ABI)
-    includes = [f"-I{path}" for path in cpp.include_paths()]
+    paths = [*includes, *cpp.include_paths()]
     libs = [f"-L{path}" for path in cpp.library_paths()]
     rpath = [f"-Wl,-rpath,{path}" for path in cpp.library_paths()]
     return [
         _compiler() or "g++", *CXX_FLAGS, "-shared", f"-D_GLIBCXX_USE_CXX11_ABI={abi}",
-        *includes, str(SOURCE), "-o", str(output), *libs, "-lc10", "-ltorch_cpu", *rpath,
+        *(f"-I{path}" for path in paths), str(source), "-o", str(output), *libs, "-lc10",
+        "-ltorch_cpu", *rpath,
     ]
 
 
-def build(force: bool = False) -> Path:
-    """Compile the kernel into the cache (if not there yet, or ``force``); return its path.
+def build(force: bool = False, source: Path = SOURCE) -> Path:
+    """Compile ``source`` (the kernel by default) into the cache, if not there yet or
+    ``force``; return the library's path.
 
     The library is written under a temporary name and renamed, so processes building at the
     same time never load a half-written file.
     """
-    target = library_path()
+    target = library_path(source)
     if target.exists() and not force:
         return target
     if _compiler() is None:
         raise BuildError("no C++ compiler found (set CXX or install g++)")
     target.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=target.parent) as scratch:
+        (Path(scratch) / HEADER).write_text(instructions.cpp_header())
         partial = Path(scratch) / target.name
-        result = subprocess.run(_command(partial), capture_output=True, text=True)
+        command = _command(source, partial, [Path(scratch), CSRC])
+        result = subprocess.run(command, capture_output=True, text=True)
         if result.returncode != 0:
-            raise BuildError(f"compiling {SOURCE.name} failed:\n{result.stderr[-4000:]}")
+            raise BuildError(f"compiling {source.name} failed:\n{result.stderr[-4000:]}")
         os.replace(partial, target)
     return target
 
@@ -113,3 +130,26 @@ def load(build_if_missing: bool) -> bool:
 
 def is_loaded() -> bool:
     return bool(_loaded)
+
+
+def run_program_(program, slots: Sequence[Sequence[torch.Tensor]]) -> list[int]:
+    """Run ``program`` with ``slots[s][i]`` as input list s of parameter i; return the indices
+    of the parameters the kernel could not take (left untouched)."""
+    flat = [x for tensors in zip(*slots) for x in tensors]
+    if not flat:
+        return []
+    return torch.ops.rectified_fused.run_program_(
+        flat, program.n_slots, program.n_registers, program.code, program.scalars
+    )
+
+
+def advance_steps_(steps: list[torch.Tensor]) -> list[float]:
+    """Add 1 to one-element float CPU step counters, in one call; raises RuntimeError (having
+    changed nothing) if any is not one."""
+    return torch.ops.rectified_fused.advance_steps_(steps)
+
+
+def plan(slots: list[torch.Tensor], steps: list[torch.Tensor], frozen: list[torch.Tensor],
+         n_slots: int):
+    """The kernel's kept plan of a group (see :mod:`.plans`)."""
+    return torch.classes.rectified_fused.Plan(slots, steps, frozen, n_slots)

@@ -24,25 +24,32 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from operator import is_, itemgetter
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import Tensor
 
-from rectified.engines import fused, is_distributed
+from rectified.engines.engine import update
+from rectified.engines.fused import kernel
+from rectified.engines.fused.program import trace
 from rectified.rules.base import UpdateRule
 
 KERNEL_DTYPES = frozenset({torch.float32, torch.float64, torch.bfloat16, torch.float16})
+PLAIN = (Tensor, torch.nn.Parameter)
 
 
 def _fits_kernel(tensor: Tensor | None) -> bool:
+    """Whether the kernel can read ``tensor`` as it is (its C++ side checks it again each step):
+    a plain tensor or Parameter (no subclass) on the CPU, contiguous, with no lazy bits."""
     return (
         tensor is not None
-        and not is_distributed(tensor)
+        and type(tensor) in PLAIN
         and tensor.is_cpu
         and tensor.dtype in KERNEL_DTYPES
         and tensor.layout == torch.strided
         and tensor.is_contiguous()
+        and not tensor.is_neg()
+        and not tensor.is_conj()
     )
 
 
@@ -82,7 +89,7 @@ class GroupPlan:
         """A plan for the step just taken, or None where the kernel would not take every
         tensor in one bucket (mixed step counts, float64 beside other dtypes, tensors off the
         CPU, non-contiguous, complex or distributed)."""
-        if not params or len(set(counts)) != 1 or not fused.available():
+        if not params or len(set(counts)) != 1 or not kernel.is_loaded():
             return None
         tensors = [*params, *(p.grad for p in params),
                    *(s[key] for s in states for key in keys)]
@@ -126,22 +133,22 @@ class GroupPlan:
             # Slot 1 stands for the gradient, which `check` reads from the parameter each step.
             slots = [t for p, s in zip(self.params, self.states)
                      for t in (p, p, *(s[key] for key in self.keys))]
-            self._handle = torch.classes.rectified_fused.Plan(
+            self._handle = kernel.plan(
                 slots, list(self.tensors["step"]), list(self.frozen), 2 + len(self.keys))
         return bool(self._handle.check(float(self.count)))
 
     @property
     def grads(self) -> list[Tensor]:
-        return [p.grad for p in self.params]
+        return [cast(Tensor, p.grad) for p in self.params]
 
     def step_(self, rule: UpdateRule, group: Mapping[str, Any]) -> None:
         """Advance every counter and apply ``rule``'s step; call after :meth:`ready`."""
         count = self.count + 1
         keys = self.keys
 
-        def body(ops, params, grads, *state) -> None:
-            rule.update_(ops, params, grads, dict(zip(keys, state)), group, count)
+        def body(ops, *slots) -> None:
+            update(rule, ops, group, keys, list(slots), count)
 
-        program = fused.trace(body, 2 + len(keys))
+        program = trace(body, 2 + len(keys))
         self._handle.run(program.n_registers, program.code, program.scalars)
         self.count = count

@@ -1,48 +1,35 @@
-"""The fused engine: a rule's step traced once per call into a short elementwise program, then
-run by one C++ kernel over every tensor of a bucket in a single parallel pass.
+"""Tracing a rule into a program: the fused engine's only source of what to compute.
 
-The rule itself is the program's only source. :class:`TracingOps` is a
-:class:`~rectified.rules.base.TensorListOps` whose lists are symbolic registers: running
-``rule.update_`` with it records each list operation as an instruction, with the per-step scalars
-the rule computed (bias corrections, r_t and RAdam's branch, AdaBound's bounds) as operands. The
-kernel (``csrc/fused_cpu.cpp``) then walks all tensors in chunks of a few thousand elements and
-runs the whole program on each chunk while it is in cache, so each parameter and state tensor is
-read and written once per step, and no temporary the size of a parameter is allocated. The
-kernel also recognises the run of instructions every Adam-family rule emits for its moments and
-adaptive step (lerp, scale, addcmul, [max], sqrt, [div], add, addcdiv) and executes it as one loop
-that computes the same values, so that common case never passes over a chunk twice.
-
-Arithmetic runs in float32 for float32, bfloat16 and float16 tensors (rounded once, when stored)
-and in float64 for float64 ones. Tensors the kernel cannot take (not on the CPU, not
-contiguous) are handed back and run by the foreach engine.
+:class:`TracingOps` is a :class:`~rectified.rules.base.TensorListOps` whose lists are symbolic
+registers: running ``rule.update_`` with it records each list operation as one instruction of
+:mod:`.instructions`, with the per-step scalars the rule computed (bias corrections, r_t and
+RAdam's branch, AdaBound's bounds) as operands. A named operation (``adam_step_``, ...) is
+recorded as one instruction, which the kernel runs as one loop; nothing looks for patterns in
+sequences of primitives.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import astuple, dataclass, field
+from typing import Any
 
-import torch
-from torch import Tensor
-
-from rectified.engines import extension
-
-# Opcodes of csrc/fused_cpu.cpp.
-NEG, COPY, SQRT, ADD, ADD_SCALAR, MUL_SCALAR, MUL, DIV_SCALAR, DIV = range(9)
-RECIPROCAL, LERP, ADDCMUL, ADDCDIV, MAXIMUM, CLAMP = range(9, 15)
-ADAM_STEP, BOUND_STEP = 100, 101  # runs the kernel recognises and executes as one loop
+from rectified.engines.fused.instructions import OPCODES, OPERATIONS
 
 
 @dataclass(frozen=True)
 class Register:
-    """A symbolic tensor list: slot ``index`` < n_slots is an input list, others temporaries."""
+    """A symbolic tensor list: ``index`` < n_slots is an input list, others temporaries."""
 
     index: int
 
 
+NONE = Register(-1)  # an absent optional list (e.g. AMSGrad's running max)
+
+
 @dataclass
 class Program:
-    """Instructions (op, dst, a, b, c) with two float operands each, over numbered registers."""
+    """A stream of instructions: opcode and registers in ``code``, scalars in ``scalars``."""
 
     n_slots: int
     n_registers: int = 0
@@ -56,10 +43,13 @@ class Program:
         self.n_registers += 1
         return Register(self.n_registers - 1)
 
-    def emit(self, op: int, dst: Register, a: Register, b: Register | None = None,
-             c: Register | None = None, s0: float = 0.0, s1: float = 0.0) -> None:
-        self.code += [op, dst.index, a.index, (b or a).index, (c or a).index]
-        self.scalars += [float(s0), float(s1)]
+    def emit(self, name: str, registers: tuple[Register, ...], scalars: tuple[Any, ...] = ()):
+        code = OPCODES[name]
+        operation = OPERATIONS[code]
+        assert len(registers) == len(operation.registers), name
+        assert len(scalars) == len(operation.scalars), name
+        self.code += [code, *(r.index for r in registers)]
+        self.scalars += [float(s) for s in scalars]
 
 
 class TracingOps:
@@ -68,61 +58,72 @@ class TracingOps:
     def __init__(self, program: Program) -> None:
         self.program = program
 
-    def _new(self, op: int, *sources: Register, s0: float = 0.0) -> Register:
+    def _new(self, name: str, *sources: Register, scalars: tuple[float, ...] = ()) -> Register:
         out = self.program.temporary()
-        self.program.emit(op, out, *sources, s0=s0)
+        self.program.emit(name, (out, *sources), scalars)
         return out
 
     def neg(self, xs: Register) -> Register:
-        return self._new(NEG, xs)
+        return self._new("neg", xs)
 
     def clone(self, xs: Register) -> Register:
-        return self._new(COPY, xs)
+        return self._new("copy", xs)
 
     def sqrt(self, xs: Register) -> Register:
-        return self._new(SQRT, xs)
+        return self._new("sqrt", xs)
 
     def add(self, xs: Register, ys: Register, alpha: float = 1.0) -> Register:
-        return self._new(ADD, xs, ys, s0=alpha)
+        return self._new("add", xs, ys, scalars=(alpha,))
 
     def add_(self, xs: Register, ys: Register, alpha: float = 1.0) -> None:
-        self.program.emit(ADD, xs, xs, ys, s0=alpha)
+        self.program.emit("add", (xs, xs, ys), (alpha,))
 
     def add_scalar_(self, xs: Register, value: float) -> None:
-        self.program.emit(ADD_SCALAR, xs, xs, s0=value)
+        self.program.emit("add_scalar", (xs, xs), (value,))
 
     def mul_(self, xs: Register, value: float) -> None:
-        self.program.emit(MUL_SCALAR, xs, xs, s0=value)
+        self.program.emit("mul_scalar", (xs, xs), (value,))
 
     def mul_tensors_(self, xs: Register, ys: Register) -> None:
-        self.program.emit(MUL, xs, xs, ys)
+        self.program.emit("mul", (xs, xs, ys))
 
     def div_(self, xs: Register, value: float) -> None:
-        self.program.emit(DIV_SCALAR, xs, xs, s0=value)
+        self.program.emit("div_scalar", (xs, xs), (value,))
 
     def div_tensors_(self, xs: Register, ys: Register) -> None:
-        self.program.emit(DIV, xs, xs, ys)
+        self.program.emit("div", (xs, xs, ys))
 
     def reciprocal_(self, xs: Register) -> None:
-        self.program.emit(RECIPROCAL, xs, xs)
+        self.program.emit("reciprocal", (xs, xs))
 
     def lerp_(self, xs: Register, ys: Register, weight: float) -> None:
-        self.program.emit(LERP, xs, xs, ys, s0=weight)
+        self.program.emit("lerp", (xs, xs, ys), (weight,))
 
     def addcmul_(self, xs: Register, ys: Register, zs: Register, value: float) -> None:
-        self.program.emit(ADDCMUL, xs, xs, ys, zs, s0=value)
+        self.program.emit("addcmul", (xs, xs, ys, zs), (value,))
 
     def addcdiv_(self, xs: Register, ys: Register, zs: Register, value: float) -> None:
-        self.program.emit(ADDCDIV, xs, xs, ys, zs, s0=value)
+        self.program.emit("addcdiv", (xs, xs, ys, zs), (value,))
 
     def maximum_(self, xs: Register, ys: Register) -> None:
-        self.program.emit(MAXIMUM, xs, xs, ys)
+        self.program.emit("maximum", (xs, xs, ys))
 
     def clamp_(self, xs: Register, low: float, high: float) -> None:
-        self.program.emit(CLAMP, xs, xs, s0=low, s1=high)
+        self.program.emit("clamp", (xs, xs), (low, high))
 
     def copy_(self, xs: Register, ys: Register) -> None:
-        self.program.emit(COPY, xs, ys)
+        self.program.emit("copy", (xs, ys))
+
+    def adam_step_(self, params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, step) -> None:
+        registers = (params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs or NONE)
+        self.program.emit("adam_step_", registers, astuple(step))
+
+    def bounded_step_(self, params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, step) -> None:
+        registers = (params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs or NONE)
+        self.program.emit("bounded_step_", registers, astuple(step))
+
+    def lookahead_sync_(self, slows: Register, params: Register, alpha: float) -> None:
+        self.program.emit("lookahead_sync_", (slows, params), (alpha,))
 
 
 def trace(body: Callable[..., None], n_slots: int) -> Program:
@@ -132,30 +133,13 @@ def trace(body: Callable[..., None], n_slots: int) -> Program:
     return program
 
 
-def available(build_if_missing: bool = False) -> bool:
-    """Whether the kernel is loaded (from the build cache; compiled first if asked)."""
-    return extension.load(build_if_missing)
-
-
-def run(program: Program, slots: Sequence[Sequence[Tensor]]) -> list[int]:
-    """Run ``program`` with ``slots[s][i]`` as input list s of parameter i.
-
-    Returns the indices of the parameters the kernel could not take (left untouched).
-    """
-    flat = [x for tensors in zip(*slots) for x in tensors]
-    if not flat:
-        return []
-    return torch.ops.rectified_fused.run_program_(
-        flat, program.n_slots, program.n_registers, program.code, program.scalars
-    )
-
-
-def decoded_ops(program: Program) -> list[int]:
-    """The opcodes the kernel runs for ``program``, after it has fused the Adam-family runs."""
-    return list(torch.ops.rectified_fused.decoded_ops(
-        program.n_slots, program.n_registers, program.code, program.scalars))
-
-
-def apply_ops_(body: Callable[..., None], slots: Sequence[Sequence[Tensor]]) -> list[int]:
-    """Trace ``body(ops, *lists)`` and run it fused over ``slots``; return the skipped indices."""
-    return run(trace(body, len(slots)), slots)
+def instructions(program: Program) -> list[tuple[str, tuple[int, ...], tuple[float, ...]]]:
+    """The program as (operation, registers, scalars) triples."""
+    out, at, scalar_at = [], 0, 0
+    while at < len(program.code):
+        operation = OPERATIONS[program.code[at]]
+        n, k = len(operation.registers), len(operation.scalars)
+        registers = tuple(program.code[at + 1 : at + 1 + n])
+        out.append((operation.name, registers, tuple(program.scalars[scalar_at : scalar_at + k])))
+        at, scalar_at = at + 1 + n, scalar_at + k
+    return out

@@ -1,0 +1,128 @@
+"""What every engine shares: stepping a param group in two phases, ``prepare`` (every check,
+nothing changed, so a bad group never leaves a step half-applied) and ``run``.
+
+An engine subclass provides ``ops`` (its :class:`~rectified.rules.base.TensorListOps`) and,
+where it runs lists its own way, :meth:`Engine.apply`; the fused engine also keeps plans.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Callable, Hashable, Mapping, Sequence
+from typing import Any, cast
+
+from torch import Tensor
+
+from rectified.engines import state as states_
+from rectified.engines.tensors import (
+    Slots,
+    as_local,
+    real,
+    select,
+    to_computing_dtype,
+    write_back,
+)
+from rectified.rules.base import TensorListOps, UpdateRule
+
+StateMap = Mapping[Tensor, dict[str, Any]]
+
+
+class GroupStep:
+    """A param group's step, checked and ready to run."""
+
+    def __init__(self, engine: Engine, rule: UpdateRule, group: Mapping[str, Any],
+                 state: StateMap, params: list[Tensor]) -> None:
+        self.engine, self.rule, self.group, self.state = engine, rule, group, state
+        self.params = params
+
+    @property
+    def grads(self) -> list[Tensor]:
+        return [cast(Tensor, p.grad) for p in self.params]
+
+    def run(self) -> None:
+        if self.params:
+            self.engine.run(self)
+
+
+class Engine:
+    name = "engine"
+    ops: TensorListOps
+
+    def prepare(self, rule: UpdateRule, group: Mapping[str, Any], state: StateMap,
+                owner: str) -> GroupStep:
+        """The group's step; raises (changing nothing) if a gradient does not fit."""
+        params = [p for p in group["params"] if p.grad is not None]
+        states_.check_gradients(owner, params)
+        return GroupStep(self, rule, group, state, params)
+
+    def run(self, step: GroupStep) -> None:
+        self.run_general(step)
+
+    def run_general(self, step: GroupStep) -> tuple[tuple[str, ...], list[dict], list[int]]:
+        """Fill in state, advance the step counters and run the rule; return the state keys,
+        the parameters' state entries and their new counts."""
+        rule, group, params = step.rule, step.group, step.params
+        keys = rule.state_keys(group)
+        key_set = frozenset(keys)
+        entries = [states_.state_of(step.state[p], p, group, rule, key_set) for p in params]
+        counts = states_.advance_steps_([entry["step"] for entry in entries])
+        slots = [list(params), step.grads, *([entry[k] for entry in entries] for k in keys)]
+        self.run_rule(rule, group, keys, slots, counts)
+        return keys, entries, counts
+
+    def run_rule(self, rule: UpdateRule, group: Mapping[str, Any], keys: Sequence[str],
+                 slots: Slots, counts: Sequence[int]) -> None:
+        """Run ``rule`` on ``slots`` (params, grads, state lists in ``keys`` order), parameter i
+        at step ``counts[i]``."""
+        slots, distributed_left = as_local(slots)
+        if any(p.is_complex() for p in slots[0]):  # then their grads and state are complex too
+            slots = [[real(x) for x in xs] for xs in slots]
+        slots, pairs = to_computing_dtype(slots)
+        engine = self.fallback() if distributed_left else self
+        engine.apply(rule, group, keys, slots, counts)
+        write_back(pairs)
+
+    def apply(self, rule: UpdateRule, group: Mapping[str, Any], keys: Sequence[str],
+              slots: Slots, counts: Sequence[int]) -> None:
+        """Run the rule per bucket of parameters that can share one call of it."""
+        for (*_, count), index in buckets(slots[0], counts, self.bucket_key).items():
+            update(rule, self.ops, group, keys, select(slots, index), count)
+
+    def bucket_key(self, param: Tensor, count: int) -> Hashable:
+        return (param.device, param.dtype, count)
+
+    def fallback(self) -> Engine:
+        """The engine for what this one cannot run (e.g. DTensors left whole)."""
+        return self
+
+    def elementwise(self, body: Callable[..., None], slots: Slots) -> None:
+        """``body(ops, *lists)`` over ``slots`` (e.g. Lookahead's sync)."""
+        slots, distributed_left = as_local(slots)
+        slots = [[real(x) for x in xs] for xs in slots]
+        engine = self.fallback() if distributed_left else self
+        engine.apply_elementwise(body, slots)
+
+    def apply_elementwise(self, body: Callable[..., None], slots: Slots) -> None:
+        for _, index in buckets(slots[0], [0] * len(slots[0]), self.bucket_key).items():
+            body(self.ops, *select(slots, index))
+
+    def forget(self) -> None:
+        """Drop whatever is kept between steps (after a checkpoint load)."""
+
+
+def update(rule: UpdateRule, ops: TensorListOps, group: Mapping[str, Any], keys: Sequence[str],
+           slots: Slots, count: int) -> None:
+    params, grads, *state = slots
+    rule.update_(ops, params, grads, dict(zip(keys, state)), group, count)
+
+
+def buckets(params: Sequence[Tensor], counts: Sequence[int],
+            key: Callable[[Tensor, int], Hashable]) -> dict[Any, list[int]]:
+    """Indices of the parameters that share a key (the last element of a key is the count)."""
+    keys = [key(p, count) for p, count in zip(params, counts)]
+    if len(set(keys)) == 1:
+        return {keys[0]: list(range(len(keys)))}
+    grouped: dict[Any, list[int]] = defaultdict(list)
+    for i, k in enumerate(keys):
+        grouped[k].append(i)
+    return grouped

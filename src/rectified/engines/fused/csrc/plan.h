@@ -1,0 +1,135 @@
+// A param group's fused step kept between steps, so that a step passes no tensor list from
+// Python: converting thousands of tensors into a list on every call costs more than the
+// arithmetic of small parameters. The Python side (plans.py) checks that the group's parameters
+// and state tensors are the objects the plan holds; `check` verifies what only the tensors can
+// tell, and `run` advances the step counters and runs the program.
+#pragma once
+#include <ATen/ATen.h>
+#include <ATen/Parallel.h>
+#include <torch/custom_class.h>
+
+#include <atomic>
+#include <cstdint>
+#include <vector>
+
+#include "scheduler.h"
+
+namespace rectified_fused {
+
+inline bool is_counter(const at::Tensor& t) {
+  return t.device().is_cpu() && t.numel() == 1 && t.layout() == at::kStrided &&
+         (t.scalar_type() == at::kFloat || t.scalar_type() == at::kDouble);
+}
+
+inline double counter_value(const void* value, at::ScalarType type) {
+  return type == at::kFloat ? static_cast<double>(*static_cast<const float*>(value))
+                            : *static_cast<const double*>(value);
+}
+
+// Adds 1 to a float or double step counter; returns the new count.
+inline double increment(void* value, at::ScalarType type) {
+  if (type == at::kFloat) return *static_cast<float*>(value) += 1.0f;
+  return *static_cast<double*>(value) += 1.0;
+}
+
+// Slot 1 of each parameter stands for its gradient, read from the parameter at every check
+// (backward may have made a new one), of which only the data pointer is kept.
+struct Plan : torch::CustomClassHolder {
+  std::vector<at::Tensor> tensors;  // n_slots per parameter, parameter-major
+  std::vector<at::Tensor> steps;    // each parameter's step counter
+  std::vector<at::Tensor> frozen;   // the group's parameters that had no gradient
+  int64_t n_slots;
+  // Read by `check` and used by `run`, so that a step touches each tensor's metadata once:
+  // with 1,000 parameters, walking it again costs as much as a tenth of the step.
+  Streams streams;
+  std::vector<void*> planned;  // each tensor's data pointer when planned (gradients: none)
+  std::vector<void*> counters;
+  std::vector<int64_t> numels;
+  std::vector<Chunk> chunks, long_chunks;
+
+  Plan(std::vector<at::Tensor> tensors_, std::vector<at::Tensor> steps_,
+       std::vector<at::Tensor> frozen_, int64_t n_slots_)
+      : tensors(std::move(tensors_)), steps(std::move(steps_)), frozen(std::move(frozen_)),
+        n_slots(n_slots_) {
+    TORCH_CHECK(n_slots >= 2 && tensors.size() == steps.size() * n_slots,
+                "fused plan: ", tensors.size(), " tensors for ", steps.size(),
+                " parameters of ", n_slots, " slots");
+    streams.data.resize(tensors.size());
+    streams.types.resize(tensors.size());
+    planned.resize(tensors.size());
+    counters.resize(steps.size());
+    for (size_t t = 0; t < steps.size(); ++t) {
+      numels.push_back(tensors[t * n_slots].numel());
+      for (int64_t s = 0; s < n_slots; ++s) {
+        const at::Tensor& x = tensors[t * n_slots + s];
+        streams.types[t * n_slots + s] = x.scalar_type();
+        streams.any_double = streams.any_double || x.scalar_type() == at::kDouble;
+        planned[t * n_slots + s] = s == 1 ? nullptr : x.data_ptr();
+      }
+    }
+    const std::vector<bool> all(steps.size(), true);
+    chunks = make_chunks(numels, all, kChunk);
+    long_chunks = make_chunks(numels, all, kLongChunk);
+  }
+
+  // Whether the plan can run this step: every parameter has a dense gradient of its shape,
+  // every frozen parameter still has none, every counter is a float CPU scalar reading
+  // `count`, and every tensor still has the data, shape and dtype the plan was made with and
+  // can be read by the kernel. Changes nothing but the plan's cached pointers.
+  // Parameters are checked in parallel: the walk is bound by cache misses on tensor metadata.
+  bool check(double count) {
+    for (const at::Tensor& p : frozen) {
+      if (p.grad().defined()) return false;
+    }
+    std::atomic<bool> ok{true};
+    at::parallel_for(0, static_cast<int64_t>(steps.size()), 64, [&](int64_t first, int64_t last) {
+      for (int64_t t = first; t < last && ok.load(std::memory_order_relaxed); ++t) {
+        if (!check_one(t, count)) ok.store(false, std::memory_order_relaxed);
+      }
+    });
+    return ok.load();
+  }
+
+  // Advances every counter and runs the program over every parameter; call right after a
+  // `check` that returned true.
+  void run(int64_t n_registers, std::vector<int64_t> code, std::vector<double> scalars) {
+    const Decoded decoded = decode(n_slots, n_registers, code, scalars);
+    for (size_t t = 0; t < steps.size(); ++t) increment(counters[t], steps[t].scalar_type());
+    const int64_t size = streams.chunk_size(decoded, n_slots);
+    run_chunks(decoded, streams, size == kLongChunk ? long_chunks : chunks, size, n_slots,
+               n_registers);
+  }
+
+ private:
+  bool check_one(int64_t t, double count) {
+    const at::Tensor* xs = tensors.data() + t * n_slots;
+    const at::Tensor& grad = xs[0].grad();
+    if (!grad.defined() || !fits(grad, t, 1) || grad.sizes() != xs[0].sizes()) return false;
+    for (int64_t s = 0; s < n_slots; ++s) {
+      if (s != 1 && (!fits(xs[s], t, s) || xs[s].data_ptr() != planned[t * n_slots + s] ||
+                     xs[s].sizes() != xs[0].sizes())) {
+        return false;
+      }
+    }
+    if (!is_counter(steps[t]) ||
+        counter_value(steps[t].data_ptr(), steps[t].scalar_type()) != count) {
+      return false;
+    }
+    // Pointers, not references: the plan must not keep gradients alive after the step (or
+    // after a step that is skipped, e.g. for non-finite gradients).
+    for (int64_t s = 0; s < n_slots; ++s) {
+      streams.data[t * n_slots + s] = s == 1 ? grad.data_ptr() : xs[s].data_ptr();
+    }
+    counters[t] = steps[t].data_ptr();
+    return true;
+  }
+
+  // A tensor of parameter t's slot s as the plan was made: readable by the kernel, of the
+  // parameter's size and of the slot's dtype.
+  bool fits(const at::Tensor& x, int64_t t, int64_t s) const {
+    return readable(x) && x.numel() == numels[t] &&
+           x.scalar_type() == streams.types[t * n_slots + s];
+  }
+};
+
+}  // namespace rectified_fused

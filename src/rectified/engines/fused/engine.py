@@ -1,0 +1,122 @@
+"""The fused engine: a rule's step traced into a short program (:mod:`.program`) that one C++
+kernel (:mod:`.kernel`) runs over every tensor of a bucket in a single parallel pass, each chunk
+of a few thousand elements running the whole program while it is in cache; a named operation
+(Adam's step, AdaBound's, Lookahead's sync) is one loop, so each parameter and state tensor is
+read and written once per step and no temporary the size of a parameter is allocated.
+
+Arithmetic runs in float32 for float32, bfloat16 and float16 tensors (rounded once, when
+stored) and in float64 for float64 ones. A group whose tensors are unchanged since the last step
+keeps its plan (:mod:`.plans`). On CUDA an Adam step goes to torch's fused Adam kernels
+(:mod:`.cuda`). Tensors the kernel cannot read as plain values (off the CPU, not contiguous,
+lazily negated or conjugated, subclasses) run foreach in the same step.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Hashable, Mapping, Sequence
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from rectified.engines.engine import Engine, GroupStep, StateMap, buckets, update
+from rectified.engines.foreach import ForeachEngine
+from rectified.engines.fused import cuda, kernel
+from rectified.engines.fused.plans import GroupPlan
+from rectified.engines.fused.program import Program, trace
+from rectified.engines.tensors import Slots, select
+from rectified.rules.base import UpdateRule
+
+FOREACH_ENGINE = ForeachEngine()
+
+
+def available(build_if_missing: bool = False) -> bool:
+    """Whether the kernel is loaded (from the build cache; compiled first if asked)."""
+    return kernel.load(build_if_missing)
+
+
+class PlannedStep(GroupStep):
+    def __init__(self, engine: FusedEngine, rule: UpdateRule, group: Mapping[str, Any],
+                 state: StateMap, plan: GroupPlan) -> None:
+        super().__init__(engine, rule, group, state, list(plan.params))
+        self.plan = plan
+
+
+class FusedEngine(Engine):
+    name = "fused"
+
+    def __init__(self) -> None:
+        self._plans: dict[int, GroupPlan] = {}
+
+    def prepare(self, rule: UpdateRule, group: Mapping[str, Any], state: StateMap,
+                owner: str) -> GroupStep:
+        plan = self._plans.get(id(group))
+        if plan is not None and plan.matches(group, state, rule.state_keys(group)) and plan.ready():
+            return PlannedStep(self, rule, group, state, plan)
+        step = super().prepare(rule, group, state, owner)
+        if group.get("fused") and not all(p.is_cpu or p.is_cuda for p in step.params):
+            devices = sorted({p.device.type for p in step.params} - {"cpu", "cuda"})
+            raise RuntimeError(
+                f"fused=True supports CPU and CUDA tensors only, got tensors on "
+                f"{', '.join(devices)}; use fused=None or foreach=True there"
+            )
+        return step
+
+    def run(self, step: GroupStep) -> None:
+        if isinstance(step, PlannedStep):
+            step.plan.step_(step.rule, step.group)
+            return
+        self._plans.pop(id(step.group), None)
+        keys, entries, counts = self.run_general(step)
+        plan = GroupPlan.make(step.group, step.params, entries, keys, counts)
+        if plan is not None:
+            self._plans[id(step.group)] = plan
+
+    def forget(self) -> None:
+        self._plans.clear()
+
+    def fallback(self) -> Engine:
+        return FOREACH_ENGINE
+
+    def bucket_key(self, param: Tensor, count: int) -> Hashable:
+        # The kernel takes any mix of devices and dtypes; float64 makes a bucket compute in it.
+        return (param.dtype is torch.float64, count)
+
+    def apply(self, rule: UpdateRule, group: Mapping[str, Any], keys: Sequence[str],
+              slots: Slots, counts: Sequence[int]) -> None:
+        # Every bucket's program is traced (so every scalar computed) before any tensor moves.
+        traced = []
+        for (_, count), index in buckets(slots[0], counts, self.bucket_key).items():
+            def body(ops, *lists, count=count) -> None:
+                update(rule, ops, group, keys, list(lists), count)
+
+            traced.append((trace(body, len(slots)), index, count))
+        left: list[int] = []
+        left_counts: list[int] = []
+        for program, index, count in traced:
+            skipped = self._run(program, slots, index)
+            left += skipped
+            left_counts += [count] * len(skipped)
+        if left:
+            FOREACH_ENGINE.apply(rule, group, keys, select(slots, left), left_counts)
+
+    def apply_elementwise(self, body: Callable[..., None], slots: Slots) -> None:
+        skipped = self._run(trace(body, len(slots)), slots, list(range(len(slots[0]))))
+        if skipped:
+            FOREACH_ENGINE.apply_elementwise(body, select(slots, skipped))
+
+    def _run(self, program: Program, slots: Slots, index: list[int]) -> list[int]:
+        """Run ``program`` over the parameters ``index``; return those left for foreach."""
+        on_cpu = [i for i in index if slots[0][i].is_cpu]
+        skipped = [i for i in index if not slots[0][i].is_cpu]
+        if on_cpu:
+            skipped += [on_cpu[i] for i in kernel.run_program_(program, select(slots, on_cpu))]
+        on_cuda = [i for i in skipped if slots[0][i].is_cuda]
+        call = cuda.adam_call(program) if on_cuda else None
+        if call is None:
+            return skipped
+        try:
+            cuda.run_(call, select(slots, on_cuda))
+        except ValueError:  # e.g. float32 state beside bfloat16 parameters; nothing was written
+            return skipped
+        return [i for i in skipped if not slots[0][i].is_cuda]

@@ -1,0 +1,97 @@
+"""What a tensor handed to an engine can be, and how each kind is made plain before a rule runs:
+DTensor shards, complex numbers, another dtype than the one the step computes in, and storage
+shared between parameters."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Sequence
+from typing import Any, cast
+
+import torch
+from torch import Tensor
+
+Slots = list[list[Tensor]]  # slots[s][i]: list s (params, grads, state...) of parameter i
+
+
+def _dtensor_type() -> Any:
+    """``DTensor`` if ``torch.distributed.tensor`` was imported; else None (then no tensor can
+    be one, and the import, half a second, is not paid)."""
+    module = sys.modules.get("torch.distributed.tensor")
+    return getattr(module, "DTensor", None)
+
+
+def is_distributed(tensor: Tensor) -> bool:
+    dtensor = _dtensor_type()
+    return dtensor is not None and isinstance(tensor, dtensor)
+
+
+def _local(column: Sequence[Tensor]) -> list[Tensor] | None:
+    """The local shards of one parameter's DTensors (parameter, gradient, state), or None.
+
+    An update rule is elementwise, so running it on the local shards is the same as running it
+    on the DTensors, provided every tensor is laid out alike: same mesh, same placements, none
+    partial (pending a reduction). Otherwise the DTensors are left to their own dispatch.
+    """
+    first: Any = column[0]
+    if not all(is_distributed(t) for t in column):
+        return None
+    layout = (first.device_mesh, tuple(first.placements))
+    if any(p.is_partial() for p in first.placements) or any(
+        (t.device_mesh, tuple(t.placements)) != layout for t in cast(list[Any], column)
+    ):
+        return None
+    return [t.to_local() for t in cast(list[Any], column)]
+
+
+def as_local(slots: Slots) -> tuple[Slots, bool]:
+    """Slots with DTensors replaced by their local shards where that is exact; and whether any
+    DTensor is left."""
+    if not any(is_distributed(p) for p in slots[0]):
+        return slots, False
+    columns, left = [], False
+    for column in zip(*slots):
+        local = _local(column)
+        left |= local is None
+        columns.append(list(column) if local is None else local)
+    return [list(row) for row in zip(*columns)], left
+
+
+def real(tensor: Tensor) -> Tensor:
+    """A complex tensor as its real view (real and imaginary parts as a last dimension)."""
+    return torch.view_as_real(tensor) if tensor.is_complex() else tensor
+
+
+def to_computing_dtype(slots: Slots) -> tuple[Slots, list[tuple[Tensor, Tensor]]]:
+    """Slots where every parameter whose state has another dtype than itself (a
+    ``state_dtype`` option) is converted, with its gradient and state, to the dtype the fused
+    kernel computes it in (float64 if any of them is float64, else float32); and the (tensor,
+    converted copy) pairs to copy back. The parameter and its state are then rounded once, when
+    stored, in their own dtypes, as in the kernel.
+    """
+    if len(slots) < 3 or all(p.dtype == s.dtype for p, s in zip(slots[0], slots[2])):
+        return slots, []
+    converted = [list(xs) for xs in slots]
+    write_back = []
+    for i, (p, s) in enumerate(zip(slots[0], slots[2])):
+        if p.dtype == s.dtype:
+            continue
+        column = [xs[i] for xs in slots]
+        computing = torch.float64 if torch.float64 in {t.dtype for t in column} else torch.float32
+        for slot, tensor in enumerate(column):
+            if tensor.dtype != computing:
+                converted[slot][i] = tensor.to(computing)
+                if slot != 1:  # gradients are only read
+                    write_back.append((tensor, converted[slot][i]))
+    return converted, write_back
+
+
+def write_back(pairs: list[tuple[Tensor, Tensor]]) -> None:
+    for tensor, computed in pairs:
+        tensor.copy_(computed)
+
+
+def select(slots: Slots, index: Sequence[int]) -> Slots:
+    if len(index) == len(slots[0]) and list(index) == list(range(len(index))):
+        return slots
+    return [[xs[i] for i in index] for xs in slots]
