@@ -1,38 +1,19 @@
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any
+from typing import Any, ClassVar
 
 from torch import Tensor
 
-from rectified.optim._doc import COMMON_ARGS, with_algorithm
 from rectified.optim.base import RuleOptimizer
-from rectified.optim.validation import (
-    check_bool,
-    check_eps,
-    check_in_range,
-    check_lr,
-    check_weight_decay,
-)
-from rectified.rules import adadelta as adadelta_rule
+from rectified.rules.adadelta import ADADELTA_RULE
 
 
 class Adadelta(RuleOptimizer):
-    __doc__ = with_algorithm(
-        "AdaDelta; a drop-in for ``torch.optim.Adadelta``.",
-        adadelta_rule,
-        f"""
-        Args:
-            params: iterable of tensors, of ``(name, tensor)`` pairs, or of param-group dicts.
-            lr (float or Tensor): coefficient γ that scales Δ (default 1.0).
-            rho (float): decay ρ of both running averages, in [0, 1] (default 0.9).
-            eps (float): term inside the square roots (default 1e-6).
-            weight_decay (float): L2 penalty λ (default 0).
-        {COMMON_ARGS}
-        """,
-    )
-
-    rule = adadelta_rule.ADADELTA_RULE
+    summary = "AdaDelta; a drop-in for ``torch.optim.Adadelta``."
+    rule = ADADELTA_RULE
+    arg_docs: ClassVar[dict[str, str]] = {
+        "lr": "coefficient γ that scales Δ", "eps": "ε inside the square roots"
+    }
 
     def __init__(
         self,
@@ -43,18 +24,10 @@ class Adadelta(RuleOptimizer):
         weight_decay: float = 0.0,
         foreach: bool | None = None,
         *,
+        capturable: bool = False,
         maximize: bool = False,
+        differentiable: bool = False,
+        fused: bool | None = None,
         skip_nonfinite: bool = False,
     ) -> None:
-        defaults = dict(
-            lr=lr, rho=rho, eps=eps, weight_decay=weight_decay, foreach=foreach, maximize=maximize,
-            skip_nonfinite=skip_nonfinite,
-        )
-        super().__init__(params, defaults)
-
-    def validate_group(self, group: Mapping[str, Any]) -> None:
-        check_lr(group["lr"])
-        check_in_range("rho", group["rho"], 0.0, 1.0, high_open=False)
-        check_eps(group["eps"])
-        check_weight_decay(group["weight_decay"])
-        check_bool("maximize", group["maximize"])
+        super().__init__(params, locals())

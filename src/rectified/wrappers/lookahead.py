@@ -23,10 +23,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from rectified.engines import as_local, fused
-from rectified.engines.foreach import FOREACH
-from rectified.engines.reference import PER_TENSOR
-from rectified.optim.base import _detached_copy, check_state_dict
+from rectified.engines import Stepper
+from rectified.optim.checkpoints import check_state_dict, detached_copy
 
 # Group keys (prefixed: inner optimizers have their own ``alpha``, e.g. RMSprop).
 K, ALPHA, COUNTER = "lookahead_k", "lookahead_alpha", "lookahead_step"
@@ -67,10 +65,6 @@ class LookaheadState(defaultdict):
         return (type(self), (self.wrapper,), None, None, iter(self.items()))
 
 
-def _real(t: Tensor) -> Tensor:
-    return torch.view_as_real(t) if t.is_complex() else t
-
-
 class Lookahead(torch.optim.Optimizer):
     """Lookahead around any ``torch.optim.Optimizer`` (``rectified``'s or torch's).
 
@@ -97,18 +91,19 @@ class Lookahead(torch.optim.Optimizer):
         self.optimizer = optimizer
         self.defaults = {K: k, ALPHA: alpha}
         self.state: LookaheadState = LookaheadState(self)
+        self._stepper = Stepper()
         self._init_hooks()
         for group in self.param_groups:
             self._prepare_group(group)
 
     def _init_hooks(self) -> None:
         # What torch.optim.Optimizer.__init__ sets up; its param bookkeeping is the inner one's.
-        self._optimizer_step_pre_hooks: dict = OrderedDict()
-        self._optimizer_step_post_hooks: dict = OrderedDict()
-        self._optimizer_state_dict_pre_hooks: dict = OrderedDict()
-        self._optimizer_state_dict_post_hooks: dict = OrderedDict()
-        self._optimizer_load_state_dict_pre_hooks: dict = OrderedDict()
-        self._optimizer_load_state_dict_post_hooks: dict = OrderedDict()
+        self._optimizer_step_pre_hooks = OrderedDict()
+        self._optimizer_step_post_hooks = OrderedDict()
+        self._optimizer_state_dict_pre_hooks = OrderedDict()
+        self._optimizer_state_dict_post_hooks = OrderedDict()
+        self._optimizer_load_state_dict_pre_hooks = OrderedDict()
+        self._optimizer_load_state_dict_post_hooks = OrderedDict()
         self._patch_step_function()
 
     @property
@@ -180,29 +175,17 @@ class Lookahead(torch.optim.Optimizer):
         self._slow_weights_known = (tuple(params), tuple(self.state.values()))
 
     def _sync_(self, group: Mapping[str, Any]) -> None:
-        """φ <- φ + α (θ - φ); θ <- φ, for every parameter of the group at once.
-
-        Under the fused engine both updates are one pass over each (φ, θ) pair.
-        """
+        """φ <- φ + α (θ - φ); θ <- φ, for every parameter of the group at once (one pass over
+        each pair on the fused engine)."""
         if not group["params"]:
             return
         slots = [[self.state[p][SLOW] for p in group["params"]], list(group["params"])]
-        (slows, params), distributed_left = as_local(slots)
-        slows, params = [_real(s) for s in slows], [_real(p) for p in params]
         alpha = float(group[ALPHA])
 
         def sync(ops: Any, slows: Any, params: Any) -> None:
-            ops.lerp_(slows, params, alpha)
-            ops.copy_(params, slows)
+            ops.lookahead_sync_(slows, params, alpha)
 
-        foreach = group.get("foreach")
-        # fused.available() never compiles: a torch.optim group's fused=True asks torch, not us.
-        use_fused = group.get("fused") is not False and not distributed_left
-        if foreach is None and use_fused and fused.available():
-            skipped = fused.apply_ops_(sync, [slows, params])
-            slows, params = [slows[i] for i in skipped], [params[i] for i in skipped]
-        if params:
-            sync(PER_TENSOR if foreach is False else FOREACH, slows, params)
+        self._stepper.elementwise(group, sync, slots)
 
     # -- state_dict ----------------------------------------------------------------------------
     def _param_ids(self) -> dict[int, int]:
@@ -241,7 +224,7 @@ class Lookahead(torch.optim.Optimizer):
             if SLOW in entry:
                 slow[index] = entry.pop(SLOW)
             if entry:  # copied: torch.optim's own load keeps the caller's tensors
-                inner_state[index] = _detached_copy(entry)
+                inner_state[index] = detached_copy(entry)
         saved_ids = chain.from_iterable(g["params"] for g in state_dict["param_groups"])
         params = chain.from_iterable(g["params"] for g in self.param_groups)
         by_id = dict(zip(saved_ids, params))
@@ -260,6 +243,7 @@ class Lookahead(torch.optim.Optimizer):
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
+        self._stepper = Stepper()
         self._init_hooks()
 
     def __repr__(self) -> str:

@@ -9,16 +9,15 @@ from __future__ import annotations
 
 from typing import Any
 
-import torch
 from torch import Tensor
 
 from rectified.optim.radam import RAdam
-from rectified.rules.radam import DEFAULT_THRESHOLD
 from rectified.wrappers.lookahead import Lookahead
 
 
 class Ranger(Lookahead):
-    """RAdam inside Lookahead (see :class:`rectified.RAdam` and :class:`rectified.Lookahead`).
+    """RAdam inside Lookahead (see :class:`rectified.RAdam` and :class:`rectified.Lookahead`),
+    with Ranger's defaults.
 
     Args:
         params: iterable of tensors, of ``(name, tensor)`` pairs, or of param-group dicts.
@@ -29,11 +28,10 @@ class Ranger(Lookahead):
         decoupled_weight_decay (bool): decay θ <- θ (1 - γλ) (default True, as Ranger).
         k (int): inner steps between slow-weight updates (default 6).
         alpha (float): slow-weight step size (default 0.5).
-        threshold (float): RAdam's ρ_t threshold (default 5.0).
-        degenerated_to_sgd (bool): momentum step below the threshold (default True).
-        foreach (bool, optional), fused (bool, optional), maximize (bool), skip_nonfinite
-            (bool), state_dtype (torch.dtype, optional): as for :class:`rectified.RAdam`; the
-            fused engine also runs the slow-weight update as one pass.
+        **options: any other argument of :class:`rectified.RAdam` (``threshold``,
+            ``degenerated_to_sgd``, ``foreach``, ``fused``, ``maximize``, ``skip_nonfinite``,
+            ``state_dtype``, ...); the fused engine also runs the slow-weight update as one
+            pass.
     """
 
     def __init__(
@@ -47,27 +45,7 @@ class Ranger(Lookahead):
         *,
         k: int = 6,
         alpha: float = 0.5,
-        threshold: float = DEFAULT_THRESHOLD,
-        degenerated_to_sgd: bool = True,
-        foreach: bool | None = None,
-        fused: bool | None = None,
-        maximize: bool = False,
-        skip_nonfinite: bool = False,
-        state_dtype: torch.dtype | None = None,
+        **options: Any,
     ) -> None:
-        inner = RAdam(
-            params,
-            lr=lr,
-            betas=betas,
-            eps=eps,
-            weight_decay=weight_decay,
-            decoupled_weight_decay=decoupled_weight_decay,
-            threshold=threshold,
-            degenerated_to_sgd=degenerated_to_sgd,
-            foreach=foreach,
-            fused=fused,
-            maximize=maximize,
-            skip_nonfinite=skip_nonfinite,
-            state_dtype=state_dtype,
-        )
+        inner = RAdam(params, lr, betas, eps, weight_decay, decoupled_weight_decay, **options)
         super().__init__(inner, k=k, alpha=alpha)
