@@ -47,7 +47,8 @@ def _local(column: Sequence[Tensor]) -> list[Tensor] | None:
 def as_local(slots: Slots) -> tuple[Slots, bool]:
     """Slots with DTensors replaced by their local shards where that is exact; and whether any
     DTensor is left."""
-    if not any(is_distributed(p) for p in slots[0]):
+    dtensor = _dtensor_type()
+    if dtensor is None or not any(isinstance(p, dtensor) for p in slots[0]):
         return slots, False
     columns, left = [], False
     for column in zip(*slots):

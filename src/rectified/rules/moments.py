@@ -39,7 +39,7 @@ def bias_corrections(step: int, beta1: float, beta2: float) -> BiasCorrections:
     return BiasCorrections(1 - beta1**step, 1 - beta2**step)
 
 
-@dataclass(frozen=True, kw_only=True)
+@dataclass(kw_only=True, slots=True)  # not frozen: a frozen __init__ costs 2 us a tensor
 class MomentsStep:
     """The scalars every Adam-family step starts with, in their order of use: θ <- decay θ
     (decoupled weight decay); g' = -g under maximize; g' <- g' + λ θ (coupled decay, λ =
@@ -52,7 +52,7 @@ class MomentsStep:
     weight_decay: float = 0.0
 
 
-@dataclass(frozen=True, kw_only=True)
+@dataclass(kw_only=True, slots=True)  # not frozen: a frozen __init__ costs 2 us a tensor
 class AdamStep(MomentsStep):
     """The scalars of one ``adam_step_``: the moments, then the parameter step ``mode``."""
 
