@@ -193,7 +193,8 @@ def test_fused_true_off_the_cpu_fails_before_any_group_moves():
     for p in cpu:
         p.grad = torch.ones_like(p)
     meta.grad = torch.ones_like(meta)
-    message = r"fused=True supports CPU and CUDA tensors only, got tensors on meta"
+    message = (r"`fused=True` requires all the params to be floating point Tensors of supported "
+               r"devices: \['cpu', 'cuda'\], got tensors on meta")
     with pytest.raises(RuntimeError, match=message):
         optimizer.step()
     assert all(torch.equal(a, b) for a, b in zip(cpu, before))

@@ -161,18 +161,40 @@ def test_bad_param_group_is_not_added(case):
 
 
 @pytest.mark.parametrize("case", CASES, ids=case_id)
-def test_sparse_gradient_rejected_before_anything_moves(case):
+def test_sparse_gradient_steps_as_dense_or_is_refused_before_anything_moves(case):
+    """A sparse gradient beside dense ones: a rule with a sparse update (SGD, Adagrad, without
+    weight decay) takes the step the same gradient dense would give; every other case raises
+    before any parameter moves."""
     params = make_params(torch.float32)
+    twins = [p.detach().clone().requires_grad_() for p in params]
     optimizer = build(case, params)
     if not isinstance(_inner(optimizer), RuleOptimizer):
         pytest.skip("inner optimizer is torch.optim's")
+    # Weight decay would make the gradient dense: rules with a sparse update refuse it, so they
+    # are also run without it.
+    decay = {"weight_decay": 0.0} if _inner(optimizer).rule.supports_sparse else {}
+    optimizer = build(case, params, **decay)
     before = [p.detach().clone() for p in params]
-    for p in params:
-        p.grad = torch.ones_like(p)
-    params[-1].grad = torch.ones_like(params[-1]).to_sparse()
-    with pytest.raises(RuntimeError, match="does not support sparse gradients"):
+    for step in range(2):
+        for p, q in zip(params, twins):
+            p.grad = torch.full_like(p, step + 1.0)
+            q.grad = p.grad.clone()
+        params[-1].grad = params[-1].grad.to_sparse()
+        inner = _inner(optimizer)
+        steps_sparse = inner.rule.supports_sparse and all(
+            group["weight_decay"] == 0 for group in inner.param_groups)
+        if not steps_sparse:
+            with pytest.raises(RuntimeError, match="sparse gradients"):
+                optimizer.step()
+            assert all(torch.equal(a, b) for a, b in zip(params, before))
+            return
         optimizer.step()
-    assert all(torch.equal(a, b) for a, b in zip(params, before))
+    dense = build(case, twins, **decay)
+    for step in range(2):
+        for q in twins:
+            q.grad = torch.full_like(q, step + 1.0)
+        dense.step()
+    assert_close_relative(params, twins, rtol=1e-6)
 
 
 @pytest.mark.parametrize("case", CASES, ids=case_id)
@@ -276,3 +298,23 @@ def test_tensor_betas(cls):
     assert all(torch.equal(a, b) for a, b in zip(as_tensor, as_float))
     with pytest.raises(ValueError, match=re.escape("Tensor betas[0] must be 1-element")):
         cls(make_params(), betas=(torch.tensor([0.9, 0.8]), 0.999))
+
+
+@pytest.mark.parametrize("case", CASES, ids=case_id)
+def test_state_dict_unchanged_by_loading_it(case):
+    """Loading a state_dict adds no key to the groups (torch.optim's loader adds
+    ``differentiable`` to the defaults of every optimizer; a class without that argument must not
+    pass it on) and changes no value."""
+    params = make_params()
+    optimizer = build(case, params)
+    apply_(optimizer, params, gradient_sequence(params, 3))
+    before = optimizer.state_dict()
+    optimizer.load_state_dict(roundtrip(before))
+    after = optimizer.state_dict()
+    for saved, loaded in zip(before["param_groups"], after["param_groups"]):
+        assert sorted(loaded) == sorted(saved)
+        for key, value in saved.items():
+            if torch.is_tensor(value):
+                assert torch.equal(loaded[key], value), key
+            else:
+                assert loaded[key] == value, key

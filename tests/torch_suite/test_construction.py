@@ -141,3 +141,20 @@ def test_builds_with_torch_default_flags(name):
         warnings.simplefilter("error")
         optimizer = ours_class(name)(make_params(), **flags)
     assert "differentiable: False" in repr(optimizer)
+
+
+@pytest.mark.parametrize("name", FUSED)
+def test_fused_refuses_differentiable_as_torch(name):
+    for cls in (torch_class(name), ours_class(name)):
+        with pytest.raises(RuntimeError, match="`fused` does not support `differentiable`"):
+            cls(make_params(), fused=True, differentiable=True)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_differentiable_refuses_hyperparameters_that_require_grad(name):
+    """Derivatives flow to the parameters, gradients and state, not to a Tensor lr: one that
+    requires grad is refused with a message naming it, instead of silently getting none."""
+    lr = torch.tensor(0.01, requires_grad=True)
+    with pytest.raises(ValueError, match="Invalid lr: a tensor that requires grad"):
+        ours_class(name)(make_params(), lr=lr, differentiable=True)
+    ours_class(name)(make_params(), lr=lr.detach(), differentiable=True)

@@ -17,6 +17,7 @@ from tests.torch_suite.cases import (
     assert_same_state,
     configuration_ids,
     configurations,
+    engine_flags,
     fresh,
     ours_class,
     outcome,
@@ -52,11 +53,11 @@ def _sparse_gradients(seed: int = 3):
     return sequence
 
 
-def _run(cls, kwargs, engine):
+def _run(cls, kwargs, flags):
     g = torch.Generator().manual_seed(0)
     params = [torch.randn(6, 3, generator=g, dtype=DTYPE).requires_grad_(),
               torch.randn(7, generator=g, dtype=DTYPE).requires_grad_()]
-    optimizer = cls(params, **fresh(kwargs), foreach=engine == "foreach")
+    optimizer = cls(params, **fresh(kwargs), **flags)
     for grads in _sparse_gradients():
         for p, grad in zip(params, grads):
             p.grad = None if grad is None else grad.clone()
@@ -64,13 +65,18 @@ def _run(cls, kwargs, engine):
     return optimizer, params
 
 
-@pytest.mark.parametrize("engine", ["forloop", "foreach"])
+# Every engine hands sparse gradients to the rule's sparse update; the fused one is compared
+# with torch's for-loop (torch's fused SGD/Adagrad refuse sparse gradients).
+@pytest.mark.parametrize("engine", ["forloop", "foreach", "fused"])
 @pytest.mark.parametrize("case", CASES, ids=_case_id)
-def test_sparse_gradients_match_torch(case, engine):
+def test_sparse_gradients_match_torch(case, engine, request):
     name, index = case
+    if engine == "fused":
+        request.getfixturevalue("fused_kernel")
     kwargs = configurations(name)[index]
-    theirs = outcome(lambda: _run(torch_class(name), kwargs, engine))
-    ours = outcome(lambda: _run(ours_class(name), kwargs, engine))
+    ours_flags, torch_flags = engine_flags(name, engine)
+    theirs = outcome(lambda: _run(torch_class(name), kwargs, torch_flags))
+    ours = outcome(lambda: _run(ours_class(name), kwargs, ours_flags))
     if theirs[0] == "raised":
         assert ours[0] == "raised", f"torch raises {theirs[1]!r}; rectified does not"
         assert_same_error(ours[1], theirs[1])
@@ -97,11 +103,44 @@ def _embedding_run(cls, kwargs):
     return [p.detach().clone() for p in model.parameters()]
 
 
+@pytest.mark.parametrize("engine", ["forloop", "foreach", "fused"])
 @pytest.mark.parametrize("name", SPARSE)
-def test_sparse_embedding_trains_as_torch(name):
+def test_sparse_embedding_trains_as_torch(name, engine, request):
     """nn.Embedding(sparse=True) beside a dense layer in one group: the usual sparse model."""
+    if engine == "fused":
+        request.getfixturevalue("fused_kernel")
     kwargs = {"lr": 0.1, "momentum": 0.9} if name == "SGD" else {"lr": 0.1}
-    ours = _embedding_run(ours_class(name), kwargs)
-    theirs = _embedding_run(torch_class(name), kwargs)
+    ours_flags, torch_flags = engine_flags(name, engine)
+    ours = _embedding_run(ours_class(name), {**kwargs, **ours_flags})
+    theirs = _embedding_run(torch_class(name), {**kwargs, **torch_flags})
     for i, (a, e) in enumerate(zip(ours, theirs)):
         assert_close(a, e, f"parameter {i}")
+
+
+DENSE_ONLY = [name for name in NAMES if not INFOS[name].supports_sparse]
+
+
+@pytest.mark.parametrize("engine", ["forloop", "foreach", "fused"])
+@pytest.mark.parametrize("name", DENSE_ONLY)
+def test_sparse_gradients_refused_as_torch(name, engine, request):
+    """The optimizers torch refuses sparse gradients on raise its error type before any
+    parameter moves; the Adam family names torch's SparseAdam as the alternative."""
+    if engine == "fused":
+        request.getfixturevalue("fused_kernel")
+    ours_flags, torch_flags = engine_flags(name, engine)
+    results = []
+    for cls, flags in ((torch_class(name), torch_flags), (ours_class(name), ours_flags)):
+        dense = torch.ones(3, dtype=DTYPE, requires_grad=True)
+        table = torch.ones(4, 2, dtype=DTYPE, requires_grad=True)
+        optimizer = cls([dense, table], **flags)
+        dense.grad = torch.ones_like(dense)
+        table.grad = torch.eye(4, 2, dtype=DTYPE).to_sparse()
+        results.append(outcome(optimizer.step))
+        assert torch.equal(dense.detach(), torch.ones(3, dtype=DTYPE)), "a parameter moved"
+    assert not optimizer.state, "rectified created state before refusing"
+    (kind_t, theirs), (kind_o, ours) = results
+    assert kind_t == kind_o == "raised"
+    assert_same_error(ours, theirs)
+    assert f"{name} does not support sparse gradients" in str(ours)
+    if name in ("Adam", "AdamW", "RAdam"):
+        assert "SparseAdam" in str(ours)

@@ -11,6 +11,7 @@ from collections import defaultdict
 from collections.abc import Callable, Hashable, Mapping, Sequence
 from typing import Any, cast
 
+import torch
 from torch import Tensor
 
 from rectified.engines import state as states_
@@ -28,20 +29,29 @@ StateMap = Mapping[Tensor, dict[str, Any]]
 
 
 class GroupStep:
-    """A param group's step, checked and ready to run."""
+    """A param group's step, checked and ready to run: ``params`` have dense gradients and run
+    on the engine, ``sparse`` have sparse ones and run the rule's sparse update one by one."""
 
     def __init__(self, engine: Engine, rule: UpdateRule, group: Mapping[str, Any],
-                 state: StateMap, params: list[Tensor]) -> None:
+                 state: StateMap, params: list[Tensor], sparse: Sequence[Tensor] = ()) -> None:
         self.engine, self.rule, self.group, self.state = engine, rule, group, state
         self.params = params
+        self.sparse = list(sparse)
 
     @property
     def grads(self) -> list[Tensor]:
         return [cast(Tensor, p.grad) for p in self.params]
 
+    @property
+    def sparse_values(self) -> list[Tensor]:
+        """The values of the sparse gradients (each row once, its contributions summed)."""
+        return [cast(Tensor, p.grad).coalesce().values() for p in self.sparse]
+
     def run(self) -> None:
         if self.params:
             self.engine.run(self)
+        if self.sparse:
+            run_sparse(self)
 
 
 class Engine:
@@ -52,8 +62,12 @@ class Engine:
                 owner: str) -> GroupStep:
         """The group's step; raises (changing nothing) if a gradient does not fit."""
         params = [p for p in group["params"] if p.grad is not None]
+        sparse = [p for p in params if cast(Tensor, p.grad).is_sparse]
+        if sparse:
+            check_sparse(rule, group, owner, sparse)
+            params = [p for p in params if not cast(Tensor, p.grad).is_sparse]
         states_.check_gradients(owner, params)
-        return GroupStep(self, rule, group, state, params)
+        return GroupStep(self, rule, group, state, params, sparse)
 
     def run(self, step: GroupStep) -> None:
         self.run_general(step)
@@ -108,6 +122,36 @@ class Engine:
 
     def forget(self) -> None:
         """Drop whatever is kept between steps (after a checkpoint load)."""
+
+
+def check_sparse(rule: UpdateRule, group: Mapping[str, Any], owner: str,
+                 params: Sequence[Tensor]) -> None:
+    """Raise ``RuntimeError`` unless ``rule`` can step ``params``' sparse gradients."""
+    rule.check_sparse(group, owner)
+    for p in params:
+        grad = cast(Tensor, p.grad)
+        if grad.layout != torch.sparse_coo or p.is_complex() or p.layout != torch.strided:
+            raise RuntimeError(
+                f"{owner}: sparse gradients must be sparse COO tensors of dense real parameters, "
+                f"got a {grad.layout} gradient of a {p.dtype} {p.layout} parameter"
+            )
+        if grad.shape != p.shape:
+            raise RuntimeError(
+                f"{owner}: gradient shape {tuple(grad.shape)} does not match parameter shape "
+                f"{tuple(p.shape)}"
+            )
+
+
+def run_sparse(step: GroupStep) -> None:
+    """The rule's sparse update, parameter by parameter (on every engine: sparse gradients
+    touch a few rows, which no list kernel helps with)."""
+    rule, group = step.rule, step.group
+    keys = rule.state_keys(group)
+    key_set = frozenset(keys)
+    entries = [states_.state_of(step.state[p], p, group, rule, key_set) for p in step.sparse]
+    counts = states_.advance_steps_([entry["step"] for entry in entries])
+    for p, entry, count in zip(step.sparse, entries, counts):
+        rule.sparse_update_(p, cast(Tensor, p.grad), {k: entry[k] for k in keys}, group, count)
 
 
 def update(rule: UpdateRule, ops: TensorListOps, group: Mapping[str, Any], keys: Sequence[str],

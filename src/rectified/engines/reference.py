@@ -10,6 +10,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import torch
+from torch import Tensor
 
 from rectified.engines.engine import Engine, update
 from rectified.engines.tensors import Slots
@@ -27,7 +28,9 @@ class PerTensorOps(ComposedOps):
         return [x.clone() for x in xs]
 
     def sqrt(self, xs: TensorList) -> TensorList:
-        return [x.sqrt() for x in xs]
+        # Under autograd (differentiable=True) the graph keeps sqrt's result for its backward,
+        # and rules go on to modify the returned tensors in place: hand them a copy then.
+        return [_unshared(x.sqrt()) for x in xs]
 
     def add(self, xs: TensorList, ys: TensorList, alpha: float = 1.0) -> TensorList:
         return [x.add(y, alpha=alpha) for x, y in zip(xs, ys)]
@@ -74,7 +77,10 @@ class PerTensorOps(ComposedOps):
 
     def maximum_(self, xs: TensorList, ys: TensorList) -> None:
         for x, y in zip(xs, ys):
-            torch.maximum(x, y, out=x)
+            if x.requires_grad or y.requires_grad:  # out= has no derivative; the backward
+                x.copy_(torch.maximum(x.clone(), y))  # of maximum reads its inputs
+            else:
+                torch.maximum(x, y, out=x)
 
     def clamp_(self, xs: TensorList, low: float, high: float) -> None:
         for x in xs:
@@ -83,6 +89,11 @@ class PerTensorOps(ComposedOps):
     def copy_(self, xs: TensorList, ys: TensorList) -> None:
         for x, y in zip(xs, ys):
             x.copy_(y)
+
+
+def _unshared(result: Tensor) -> Tensor:
+    """``result``, or a copy of it where autograd saved it for a backward pass."""
+    return result.clone() if result.requires_grad else result
 
 
 PER_TENSOR = PerTensorOps()

@@ -35,6 +35,24 @@ class Adam(RuleOptimizer):
     ) -> None:
         super().__init__(params, locals())
 
+    def check_group(self, group: Mapping[str, Any]) -> None:
+        check_tensor_hyperparameters(group)
+
+
+def check_tensor_hyperparameters(group: Mapping[str, Any]) -> None:
+    """torch.optim.Adam's rules for Tensor lr and betas (ValueError, torch's messages): betas
+    both floats or both Tensors; neither as a Tensor with foreach=True unless capturable."""
+    tensor_refused = group.get("foreach") and not group.get("capturable")
+    if isinstance(group["lr"], Tensor) and tensor_refused:
+        raise ValueError("lr as a Tensor is not supported for capturable=False and foreach=True")
+    betas = group["betas"]
+    if sum(isinstance(beta, Tensor) for beta in betas) == 1:
+        raise ValueError("betas must be either both floats or both Tensors")
+    for index, beta in enumerate(betas):
+        if isinstance(beta, Tensor) and tensor_refused:
+            raise ValueError(f"betas[{index}] as a Tensor is not supported for "
+                             "capturable=False and foreach=True")
+
 
 class AdamW(Adam):
     summary = ("AdamW: Adam with decoupled weight decay (default 1e-2); a drop-in for "
@@ -43,6 +61,7 @@ class AdamW(Adam):
     __init__ = with_defaults(Adam.__init__, weight_decay=1e-2, decoupled_weight_decay=True)
 
     def check_group(self, group: Mapping[str, Any]) -> None:
+        super().check_group(group)
         if group["decoupled_weight_decay"] is not True:
             raise ValueError("AdamW decouples weight decay by definition "
                              "(decoupled_weight_decay=False is Adam)")

@@ -30,9 +30,10 @@ import torch
 from torch import Tensor
 from torch.optim.optimizer import _get_scalar_dtype
 
-from rectified.engines import Stepper, state_dtype
+from rectified.engines import GroupStep, Stepper, state_dtype
 from rectified.optim._doc import arguments, with_algorithm
 from rectified.optim.checkpoints import check_state_dict, detached_copy
+from rectified.optim.flags import check_capturable_devices, check_engine_flags
 from rectified.optim.hyperparameters import check_hyperparameters
 from rectified.optim.nonfinite import all_finite
 from rectified.rules.base import UpdateRule
@@ -72,6 +73,18 @@ def _fingerprint(value: Any) -> Any:
     return value
 
 
+def step_counter(state: dict[str, Any]) -> Tensor:
+    """A parameter's ``step`` as the engines keep it: a float tensor. A checkpoint of
+    ``torch.optim.SGD`` has none; its momentum buffer then says whether the first step was taken
+    (the only count SGD's rule reads)."""
+    step = state.get("step")
+    if torch.is_tensor(step):
+        return step
+    if step is None:
+        step = 1.0 if any(torch.is_tensor(v) for v in state.values()) else 0.0
+    return torch.tensor(float(step), dtype=_get_scalar_dtype())
+
+
 class RuleOptimizer(torch.optim.Optimizer):
     """Base of the optimizers of :mod:`rectified.optim`."""
 
@@ -91,6 +104,7 @@ class RuleOptimizer(torch.optim.Optimizer):
         defaults = {name: value for name, value in hyperparameters.items()
                     if name not in ("self", "params", "__class__")}
         self._check(defaults)
+        self._declared = frozenset(defaults)
         self._checked: dict[int, Any] = {}
         self._stepper = Stepper()
         super().__init__(params, defaults)
@@ -103,8 +117,7 @@ class RuleOptimizer(torch.optim.Optimizer):
     def _check(self, group: Mapping[str, Any]) -> None:
         check_hyperparameters(group, self.defaults if hasattr(self, "defaults") else group)
         self.check_group(group)
-        if group.get("fused") and group.get("foreach"):
-            raise RuntimeError("`fused` and `foreach` cannot be `True` together.")
+        check_engine_flags(group)
 
     def _check_if_changed(self, group: Mapping[str, Any]) -> None:
         fingerprint = tuple((name, _fingerprint(group.get(name))) for name in self.defaults)
@@ -121,44 +134,67 @@ class RuleOptimizer(torch.optim.Optimizer):
         """Hook for groups that need derived keys (e.g. AdaBound's ``base_lr``)."""
 
     # -- stepping ----------------------------------------------------------------------------
-    @torch.no_grad()
     def step(self, closure: Callable[[], Any] | None = None) -> Any:
-        """One optimization step; ``closure`` re-evaluates the model and returns the loss."""
+        """One optimization step; ``closure`` re-evaluates the model and returns the loss.
+
+        The step runs without autograd, except in groups with ``differentiable=True``: there
+        it runs on the reference engine with grad mode on, so the updated parameters carry the
+        graph of the step back to the parameters, gradients and state it started from.
+        """
         loss = None
         if closure is not None:
             with torch.enable_grad():
                 loss = closure()
-        # Every group is checked before any is updated, so an error never half-applies a step.
+        with torch.no_grad():
+            steps = self._prepare_steps()
+            if self._skips_nonfinite() and not all_finite(
+                [g for s in steps for g in (*s.grads, *s.sparse_values)]
+            ):
+                for group in self.param_groups:
+                    group["nonfinite_skips"] = group.get("nonfinite_skips", 0) + 1
+                return loss
+        for group_step in steps:
+            with torch.set_grad_enabled(bool(group_step.group.get("differentiable"))):
+                group_step.run()
+        return loss
+
+    def _prepare_steps(self) -> list[GroupStep]:
+        """Every group's step, checked: every group is checked before any is updated, so an
+        error never half-applies a step."""
         for group in self.param_groups:
             self._check_if_changed(group)
+        for group in self.param_groups:
+            check_capturable_devices(group)
         owner = type(self).__name__
-        steps = [self._stepper.prepare(self.rule, group, self.state, owner)
-                 for group in self.param_groups]
-        if self._skips_nonfinite() and not all_finite([g for s in steps for g in s.grads]):
-            for group in self.param_groups:
-                group["nonfinite_skips"] = group.get("nonfinite_skips", 0) + 1
-            return loss
-        for group_step in steps:
-            group_step.run()
-        return loss
+        return [
+            self._stepper.engine("reference").prepare(self.rule, group, self.state, owner)
+            if group.get("differentiable")
+            else self._stepper.prepare(self.rule, group, self.state, owner)
+            for group in self.param_groups
+        ]
 
     def _skips_nonfinite(self) -> bool:
         return any(group.get("skip_nonfinite", False) for group in self.param_groups)
 
     # -- state_dict ----------------------------------------------------------------------------
     def __setstate__(self, state: dict[str, Any]) -> None:
-        super().__setstate__(state)
+        declared = frozenset(state.get("defaults", self.__dict__.get("defaults", {})))
+        super().__setstate__(state)  # torch.optim adds ``differentiable`` to the defaults
+        self.__dict__.setdefault("_declared", declared)
         self.__dict__.setdefault("_checked", {})
         self.__dict__.setdefault("_stepper", Stepper())
         for group in self.param_groups:
-            for key, value in self.defaults.items():
-                group.setdefault(key, value)
+            # Only what this class's constructor declares: a loaded state_dict() then equals
+            # the saved one.
+            for key in self._declared:
+                group.setdefault(key, self.defaults[key])
             for p in group["params"]:
                 p_state = self.state.get(p)
-                if p_state and "step" in p_state and not torch.is_tensor(p_state["step"]):
-                    p_state["step"] = torch.tensor(
-                        float(p_state["step"]), dtype=_get_scalar_dtype()
-                    )
+                if p_state:
+                    p_state["step"] = step_counter(p_state)
+                    for key, value in p_state.items():
+                        if torch.is_tensor(value) and value.is_sparse:  # torch's SGD buffer
+                            p_state[key] = value.to_dense()
 
     def load_state_dict(self, state_dict: StateDict) -> None:
         check_state_dict(self, state_dict)

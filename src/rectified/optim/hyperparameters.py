@@ -141,10 +141,15 @@ HYPERPARAMETERS: dict[str, Hyperparameter] = {
         "CUDA, Adam steps go to torch's fused Adam kernels and the rest runs foreach. None runs "
         "it for the Adam family when the kernel is built and ``foreach`` is not set. Tensors "
         "the kernel cannot read as plain values run foreach", "bool, optional"),
-    "capturable": Hyperparameter(flag("capturable"), "accepted as in torch.optim",
-                                 "bool"),
-    "differentiable": Hyperparameter(flag("differentiable"), "accepted as in torch.optim",
-                                     "bool"),
+    "capturable": Hyperparameter(
+        flag("capturable"), "as in torch.optim, a CUDA-graph option: a step refuses parameters "
+        "on devices whose steps cannot be captured (the CPU) before anything moves; on CUDA the "
+        "step runs, but reads its step counters on the host, so it cannot be captured", "bool"),
+    "differentiable": Hyperparameter(
+        flag("differentiable"), "the step is differentiable with respect to the parameters, "
+        "gradients and state it starts from (autograd on; runs on the reference engine "
+        "whatever ``foreach`` says; ``fused=True`` is refused; hyperparameter tensors that "
+        "require grad are refused: they get no derivative)", "bool"),
     "skip_nonfinite": Hyperparameter(
         flag("skip_nonfinite"), "check every gradient first; if any holds NaN or inf, skip the "
         "whole step for every group and count it in ``nonfinite_skips`` (False: NaN propagates, "

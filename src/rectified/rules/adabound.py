@@ -84,6 +84,7 @@ def bounded_step_(
 class AdaBoundRule(UpdateRule):
     name = "AdaBound"
     fused_by_default = True
+    sparse_hint = ", please consider SparseAdam instead"
 
     def state_keys(self, group: Mapping[str, Any]) -> tuple[str, ...]:
         return adam_moment_keys(group["amsbound"])

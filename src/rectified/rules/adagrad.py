@@ -6,7 +6,11 @@
     θ_t = θ_{t-1} - γ_t g_t / (√S_t + ε)
 
 Duchi, Hazan & Singer, "Adaptive Subgradient Methods for Online Learning and Stochastic
-Optimization" (JMLR 2011). Matches ``torch.optim.Adagrad`` (dense gradients).
+Optimization" (JMLR 2011). Matches ``torch.optim.Adagrad``.
+
+A sparse gradient (e.g. from ``nn.Embedding(sparse=True)``, the sparse features AdaGrad was made
+for) updates only the rows it touches: S and θ of the other rows are left as they are, as in
+torch.optim. Weight decay would touch every row, so it is refused with sparse gradients.
 """
 
 from __future__ import annotations
@@ -33,6 +37,7 @@ def adagrad_lr(step: int, lr: float, lr_decay: float) -> float:
 
 class AdagradRule(UpdateRule):
     name = "Adagrad"
+    supports_sparse = True
 
     def state_keys(self, group: Mapping[str, Any]) -> tuple[str, ...]:
         return ("sum",)
@@ -61,6 +66,24 @@ class AdagradRule(UpdateRule):
         std = ops.sqrt(sums)
         ops.add_scalar_(std, group["eps"])
         ops.addcdiv_(params, grads, std, -lr)
+
+    def check_sparse(self, group: Mapping[str, Any], owner: str) -> None:
+        if group["weight_decay"] != 0:
+            raise RuntimeError("weight_decay option is not compatible with sparse gradients")
+
+    def sparse_update_(
+        self, param: Tensor, grad: Tensor, state: dict[str, Tensor], group: Mapping[str, Any],
+        step: int,
+    ) -> None:
+        lr = adagrad_lr(step, scalar(group["lr"]), group["lr_decay"])
+        if group["maximize"]:
+            grad = -grad
+        grad = grad.coalesce()  # each touched row once, its contributions summed
+        rows, values = tuple(grad.indices()), grad.values()
+        sums = state["sum"]
+        sums.index_put_(rows, values.square(), accumulate=True)
+        std = sums[rows].sqrt_().add_(group["eps"])
+        param.index_put_(rows, values.div(std).mul_(-lr), accumulate=True)
 
 
 ADAGRAD_RULE = AdagradRule()

@@ -43,6 +43,9 @@ def weight_decay_operands(group: Mapping[str, Any], lr: float) -> dict[str, Any]
 class AdamRule(UpdateRule):
     name = "Adam"
     fused_by_default = True
+    # The moments of every weight move at every step: no sparse update that equals the
+    # dense one; torch's SparseAdam (lazy moments of the touched rows) is the alternative.
+    sparse_hint = ", please consider SparseAdam instead"
 
     def state_keys(self, group: Mapping[str, Any]) -> tuple[str, ...]:
         return adam_moment_keys(group["amsgrad"])

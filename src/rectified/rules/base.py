@@ -95,6 +95,26 @@ class UpdateRule:
     ) -> None:
         raise NotImplementedError
 
+    # -- sparse gradients --------------------------------------------------------------------
+    # A rule with a sparse update sets ``supports_sparse`` and implements ``sparse_update_``;
+    # ``sparse_hint`` ends the error of the others (e.g. the Adam family names SparseAdam).
+    supports_sparse: bool = False
+    sparse_hint: str = ""
+
+    def check_sparse(self, group: Mapping[str, Any], owner: str) -> None:
+        """Raise ``RuntimeError`` if ``group`` cannot step sparse gradients (called before
+        anything changes)."""
+        if not self.supports_sparse:
+            raise RuntimeError(f"{owner} does not support sparse gradients{self.sparse_hint}")
+
+    def sparse_update_(
+        self, param: Tensor, grad: Tensor, state: dict[str, Tensor], group: Mapping[str, Any],
+        step: int,
+    ) -> None:
+        """One parameter's update from a sparse COO ``grad`` (state as :meth:`init_state`
+        builds it, dense)."""
+        raise NotImplementedError
+
 
 def zeros_like(param: Tensor) -> Tensor:
     return torch.zeros_like(param, memory_format=torch.preserve_format)

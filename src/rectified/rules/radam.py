@@ -115,6 +115,7 @@ def radam_coefficients(
 class RAdamRule(UpdateRule):
     name = "RAdam"
     fused_by_default = True
+    sparse_hint = ", please consider SparseAdam instead"
 
     def state_keys(self, group: Mapping[str, Any]) -> tuple[str, ...]:
         return ("exp_avg", "exp_avg_sq")

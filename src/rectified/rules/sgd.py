@@ -7,6 +7,10 @@
 
 Polyak (1964); Sutskever et al., "On the importance of initialization and momentum in deep
 learning" (ICML 2013) for the Nesterov form. Matches ``torch.optim.SGD``.
+
+Sparse gradients (e.g. from ``nn.Embedding(sparse=True)``) take the same step, with a dense
+momentum buffer (equal in value to torch's sparse one); weight decay would make the gradient
+dense, so it is refused with them, as in torch.optim.
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ from rectified.rules.base import (
 
 class SGDRule(UpdateRule):
     name = "SGD"
+    supports_sparse = True
 
     def state_keys(self, group: Mapping[str, Any]) -> tuple[str, ...]:
         return ("momentum_buffer",) if group["momentum"] != 0 else ()
@@ -57,6 +62,28 @@ class SGDRule(UpdateRule):
                 ops.add_(buffers, grads, alpha=1 - group["dampening"])
             grads = ops.add(grads, buffers, alpha=momentum) if group["nesterov"] else buffers
         ops.add_(params, grads, alpha=-lr)
+
+    def check_sparse(self, group: Mapping[str, Any], owner: str) -> None:
+        if group["weight_decay"] != 0:
+            raise RuntimeError(f"{owner}: weight_decay option is not compatible with sparse "
+                               "gradients")
+
+    def sparse_update_(
+        self, param: Tensor, grad: Tensor, state: dict[str, Tensor], group: Mapping[str, Any],
+        step: int,
+    ) -> None:
+        momentum = group["momentum"]
+        if group["maximize"]:
+            grad = -grad
+        direction = grad
+        if momentum != 0:
+            buffer = state["momentum_buffer"]
+            if step == 1:
+                buffer.zero_().add_(grad)
+            else:
+                buffer.mul_(momentum).add_(grad, alpha=1 - group["dampening"])
+            direction = buffer.mul(momentum).add_(grad) if group["nesterov"] else buffer
+        param.add_(direction, alpha=-scalar(group["lr"]))
 
 
 SGD_RULE = SGDRule()

@@ -57,8 +57,9 @@ class FusedEngine(Engine):
         if group.get("fused") and not all(p.is_cpu or p.is_cuda for p in step.params):
             devices = sorted({p.device.type for p in step.params} - {"cpu", "cuda"})
             raise RuntimeError(
-                f"fused=True supports CPU and CUDA tensors only, got tensors on "
-                f"{', '.join(devices)}; use fused=None or foreach=True there"
+                "`fused=True` requires all the params to be floating point Tensors of "
+                f"supported devices: ['cpu', 'cuda'], got tensors on {', '.join(devices)}; "
+                "use fused=None or foreach=True there"
             )
         return step
 
