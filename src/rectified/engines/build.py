@@ -17,7 +17,8 @@ from rectified.engines.fused import kernel as extension
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m rectified.engines.build", description=__doc__)
-    parser.add_argument("--force", action="store_true", help="rebuild even if cached or an earlier build failed")
+    parser.add_argument("--force", action="store_true",
+                        help="rebuild even if cached or an earlier build failed")
     args = parser.parse_args(argv)
     start = time.perf_counter()
     try:

@@ -111,17 +111,18 @@ def failure_note(target: Path) -> Path:
 def _exclusive(folder: Path) -> Iterator[None]:
     """Hold the cache folder's build lock, so that processes starting together (torchrun, a
     sweep's jobs) compile once; the others wait and then find the library."""
+    try:
+        import fcntl
+    except ImportError:  # not POSIX: concurrent builds stay correct, only redundant
+        fcntl = None
     with open(folder / ".build.lock", "w") as handle:
-        try:
-            import fcntl
-        except ImportError:  # not POSIX: concurrent builds stay correct, only redundant
-            yield
-            return
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            log.warning("rectified: waiting for another process to build the fused CPU kernel")
-            fcntl.flock(handle, fcntl.LOCK_EX)
+        if fcntl is not None:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                log.warning("rectified: waiting for another process to build the fused CPU "
+                            "kernel")
+                fcntl.flock(handle, fcntl.LOCK_EX)
         yield
 
 
@@ -165,7 +166,10 @@ def _compile(source: Path, target: Path, note: Path) -> None:
         (Path(scratch) / HEADER).write_text(instructions.cpp_header())
         partial = Path(scratch) / target.name
         command = _command(source, partial, [Path(scratch), CSRC])
-        result = subprocess.run(command, capture_output=True, text=True)
+        try:
+            result = subprocess.run(command, capture_output=True, text=True)
+        except OSError as error:  # not a cache problem: the compiler itself would not start
+            raise BuildError(f"cannot run the compiler {command[0]}: {error}") from error
         if result.returncode != 0:
             message = f"compiling {source.name} failed:\n{result.stderr[-4000:]}"
             note.write_text(message)
