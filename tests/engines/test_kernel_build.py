@@ -129,3 +129,19 @@ def test_first_use_builds_with_a_message_and_every_process_runs_fused(fused_kern
     assert lines[1].startswith("rectified: fused CPU kernel built in ")
     assert lines[1].endswith(" s")
     assert second.stderr == ""
+
+
+def test_groups_without_cpu_tensors_do_not_build_the_kernel(fresh_loader, monkeypatch):
+    """The CPU kernel is built for CPU tensors only: a group on another device (CUDA in
+    practice, where Adam steps go to torch's kernels; meta here) never compiles or warns."""
+    calls = fresh_loader / "calls"
+    monkeypatch.setenv("CXX", str(script(fresh_loader, "cxx", f"echo run >> {calls}\nexit 1\n")))
+    off_cpu = rectified.RAdam([torch.zeros(3, device="meta", requires_grad=True)])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert engines_of(off_cpu) == ["fused"]
+    assert not calls.exists() and not kernel.is_loaded()
+    on_cpu = rectified.RAdam([torch.zeros(3, device="meta"), torch.zeros(3)])
+    with pytest.warns(UserWarning, match="fused engine unavailable"):
+        assert engines_of(on_cpu) == ["foreach"]
+    assert calls.read_text() == "run\n"

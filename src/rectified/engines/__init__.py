@@ -18,6 +18,7 @@ from typing import Any
 
 from rectified.engines.engine import Engine, GroupStep, StateMap
 from rectified.engines.foreach import ForeachEngine
+from rectified.engines.fused import kernel
 from rectified.engines.fused.engine import FusedEngine, available
 from rectified.engines.reference import ReferenceEngine
 from rectified.engines.state import state_dtype
@@ -36,17 +37,20 @@ def engine_for(group: Mapping[str, Any], fused_by_default: bool = True,
 
     ``fused=True`` runs fused. ``foreach=False`` runs the reference engine. With both None, a
     group whose rule is ``fused_by_default`` (the Adam family) runs fused; everything else runs
-    foreach. Fused needs the C++ kernel: if it is not built yet, it is compiled here (once per
-    installation, with a message on stderr; not if ``build`` is False, which answers from
-    what is built already); if it cannot be built, a warning is given once and the group runs
-    foreach. So every process of one installation makes the same choice.
+    foreach. Fused needs the C++ kernel for CPU tensors (not on CUDA, where it hands Adam steps
+    to torch's kernels): if it is not built yet, it is compiled here (once per installation,
+    with a message on stderr; not if ``build`` is False, which answers from what is built
+    already); if it cannot be built, a warning is given once and the group runs foreach. So
+    every process of one installation makes the same choice.
     """
     if group.get("foreach") is False and not group.get("fused"):
         return "reference"
     auto = group.get("fused", False) is None and group.get("foreach") is None
-    if group.get("fused") or (auto and fused_by_default):
-        return "fused" if available(build_if_missing=build) else "foreach"
-    return "foreach"
+    if not (group.get("fused") or (auto and fused_by_default)):
+        return "foreach"
+    if kernel.is_loaded() or not any(p.is_cpu for p in group["params"]):
+        return "fused"
+    return "fused" if available(build_if_missing=build) else "foreach"
 
 
 def engines_of(optimizer: Any) -> list[str]:
