@@ -18,6 +18,7 @@ from typing import Any
 
 from rectified.engines.engine import Engine, GroupStep, StateMap
 from rectified.engines.foreach import ForeachEngine
+from rectified.engines.fused import kernel
 from rectified.engines.fused.engine import FusedEngine, available
 from rectified.engines.reference import ReferenceEngine
 from rectified.engines.state import state_dtype
@@ -26,24 +27,43 @@ from rectified.rules.base import UpdateRule
 
 ENGINES = ("reference", "foreach", "fused")
 
-__all__ = ["ENGINES", "GroupStep", "Stepper", "engine_for", "is_distributed", "state_dtype"]
+__all__ = ["ENGINES", "GroupStep", "Stepper", "engine_for", "engines_of", "is_distributed",
+           "state_dtype"]
 
 
 def engine_for(group: Mapping[str, Any], fused_by_default: bool = True,
                build: bool = True) -> str:
     """The engine a group asks for through ``fused`` and ``foreach``.
 
-    ``fused=True`` runs fused (compiling the kernel on first use if ``build``; if that is
-    impossible, warns once and runs foreach). ``foreach=False`` runs the reference engine. With
-    both None, a group whose rule is ``fused_by_default`` runs fused when the kernel is already
-    built; everything else runs foreach.
+    ``fused=True`` runs fused. ``foreach=False`` runs the reference engine. With both None, a
+    group whose rule is ``fused_by_default`` (the Adam family) runs fused; everything else runs
+    foreach. Fused needs the C++ kernel for CPU tensors (not on CUDA, where it hands Adam steps
+    to torch's kernels): if it is not built yet, it is compiled here (once per installation,
+    with a message on stderr; not if ``build`` is False, which answers from what is built
+    already); if it cannot be built, a warning is given once and the group runs foreach. So
+    every process of one installation makes the same choice.
     """
-    if group.get("fused"):
-        return "fused" if available(build_if_missing=build) else "foreach"
-    if group.get("foreach") is False:
+    if group.get("foreach") is False and not group.get("fused"):
         return "reference"
     auto = group.get("fused", False) is None and group.get("foreach") is None
-    return "fused" if auto and fused_by_default and available() else "foreach"
+    if not (group.get("fused") or (auto and fused_by_default)):
+        return "foreach"
+    if kernel.is_loaded() or not any(p.is_cpu for p in group["params"]):
+        return "fused"
+    return "fused" if available(build_if_missing=build) else "foreach"
+
+
+def engines_of(optimizer: Any) -> list[str]:
+    """The engine each param group of a :mod:`rectified` optimizer runs (of a wrapper such as
+    Lookahead or Ranger: its inner optimizer's; ``"torch.optim"`` for a torch optimizer inside
+    one). Compiles the kernel first if a group needs it and it is not built (see
+    :func:`engine_for`)."""
+    while not hasattr(optimizer, "rule") and hasattr(optimizer, "optimizer"):
+        optimizer = optimizer.optimizer
+    rule = getattr(optimizer, "rule", None)
+    if rule is None:
+        return ["torch.optim"] * len(optimizer.param_groups)
+    return [engine_for(group, rule.fused_by_default) for group in optimizer.param_groups]
 
 
 class Stepper:
@@ -70,9 +90,8 @@ class Stepper:
 
     def elementwise(self, group: Mapping[str, Any], body: Callable[..., None],
                     slots: Slots) -> None:
-        """``body(ops, *lists)`` over ``slots`` with the group's engine (never compiling the
-        kernel: a torch.optim group's ``fused=True`` asks torch, not this project)."""
-        self._engines[engine_for(group, build=False)].elementwise(body, slots)
+        """``body(ops, *lists)`` over ``slots`` with the group's engine."""
+        self._engines[engine_for(group)].elementwise(body, slots)
 
     def forget(self) -> None:
         """Drop every cache (after a checkpoint load)."""

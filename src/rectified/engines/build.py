@@ -1,8 +1,9 @@
 """``python -m rectified.engines.build``: compile the fused engine's kernel into the cache.
 
-Meant for set-up scripts, so that the first ``fused`` step does not pay the compilation, and so
-that ``fused=None`` finds the kernel and uses it. Prints where the library is and how long the
-build took; exits 1 (with the compiler's message) if it cannot be built.
+Meant for set-up scripts and images, so that the first fused step of a program does not pay
+the compilation (which it would otherwise do, once per installation). Prints where the library
+is and how long it took; exits 1 (with the compiler's message) if it cannot be built. After a
+failed build, later processes run foreach without compiling again; ``--force`` retries.
 """
 
 from __future__ import annotations
@@ -16,7 +17,8 @@ from rectified.engines.fused import kernel as extension
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m rectified.engines.build", description=__doc__)
-    parser.add_argument("--force", action="store_true", help="rebuild even if cached")
+    parser.add_argument("--force", action="store_true",
+                        help="rebuild even if cached or an earlier build failed")
     args = parser.parse_args(argv)
     start = time.perf_counter()
     try:

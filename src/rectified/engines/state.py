@@ -57,11 +57,11 @@ def advance_steps_(steps: list[Tensor]) -> list[int]:
 
     With the fused kernel loaded, CPU counters are advanced in one call of it: a foreach add
     dispatches once per tensor on the CPU, which costs more than the step itself for many small
-    parameters.
+    parameters. Under ``torch.compile`` (which cannot trace the kernel's call) torch ops run.
     """
     if not steps:
         return []
-    if kernel.is_loaded():
+    if kernel.is_loaded() and not torch.compiler.is_compiling():
         try:
             return [int(v) for v in kernel.advance_steps_(steps)]
         except RuntimeError:  # counters off the CPU: checked before any was changed

@@ -134,6 +134,10 @@ class RuleOptimizer(torch.optim.Optimizer):
         """Hook for groups that need derived keys (e.g. AdaBound's ``base_lr``)."""
 
     # -- stepping ----------------------------------------------------------------------------
+    # Under torch.compile the step is a graph break and runs eagerly: its per-step scalars are
+    # Python numbers of the step count (traced, every step would compile anew), and the fused
+    # kernel is already one pass over the tensors.
+    @torch.compiler.disable(reason="rectified optimizers step eagerly")
     def step(self, closure: Callable[[], Any] | None = None) -> Any:
         """One optimization step; ``closure`` re-evaluates the model and returns the loss.
 

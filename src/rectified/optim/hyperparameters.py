@@ -139,7 +139,8 @@ HYPERPARAMETERS: dict[str, Hyperparameter] = {
         "over all parameters (compiled on first use, or ahead of time with ``python -m "
         "rectified.engines.build``; without a compiler it warns once and runs foreach); on "
         "CUDA, Adam steps go to torch's fused Adam kernels and the rest runs foreach. None runs "
-        "it for the Adam family when the kernel is built and ``foreach`` is not set. Tensors "
+        "it for the Adam family when ``foreach`` is not set (building the kernel as True "
+        "does). Tensors "
         "the kernel cannot read as plain values run foreach", "bool, optional"),
     "capturable": Hyperparameter(
         flag("capturable"), "as in torch.optim, a CUDA-graph option: a step refuses parameters "

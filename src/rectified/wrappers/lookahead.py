@@ -126,6 +126,7 @@ class Lookahead(torch.optim.Optimizer):
     def zero_grad(self, set_to_none: bool = True) -> None:
         self.optimizer.zero_grad(set_to_none=set_to_none)
 
+    @torch.compiler.disable(reason="rectified optimizers step eagerly")  # see RuleOptimizer
     @torch.no_grad()
     def step(self, closure: Callable[[], Any] | None = None) -> Any:
         """One inner step; every ``k``-th step of a group also moves its slow weights.

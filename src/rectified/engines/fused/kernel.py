@@ -1,24 +1,35 @@
 """Building, loading and calling the fused engine's C++ kernel (``csrc/``).
 
-The kernel is compiled once per machine, torch version and source text, with the system's C++
-compiler and torch's own headers and libraries, into a cache folder
+The kernel is compiled once per CPU model, torch version and source text, with the system's
+C++ compiler and torch's own headers and libraries, into a cache folder
 (``$RECTIFIED_CACHE_DIR``, else ``$XDG_CACHE_HOME/rectified``, else ``~/.cache/rectified``).
-Nothing is compiled when :mod:`rectified` is imported: ``python -m rectified.engines.build``
-builds it ahead of time, and ``fused=True`` builds it on first use. It is loaded with
-``torch.ops.load_library``, so no Python headers or ninja are needed, only ``g++``.
+It is loaded with ``torch.ops.load_library``, so no Python headers or ninja are needed, only
+``g++``.
+
+Nothing is compiled when :mod:`rectified` is imported, nor when the package is installed (a
+build at install time would run in pip's isolated build environment, against a torch that pip
+downloads there unpinned, not the one the kernel is loaded into). The first step that needs
+the kernel builds it, saying so on stderr (through :mod:`logging`, with its duration), or
+``python -m rectified.engines.build`` builds it ahead of time. Whether a process uses the kernel
+thus depends on the installation (is a compiler there, did a build fail), not on whether an
+earlier process already built it: a failed build leaves a note beside the library, so that
+later processes warn at once instead of compiling again; ``--force`` retries.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import logging
 import os
 import platform
 import shutil
 import subprocess
 import sys
 import tempfile
+import time
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import torch
@@ -32,6 +43,7 @@ CXX_FLAGS = ("-O3", "-march=native", "-fno-math-errno", "-std=c++20", "-fopenmp"
 
 _loaded: bool | None = None  # None: not tried yet in this process
 _warned = False
+log = logging.getLogger(__name__)
 
 
 class BuildError(RuntimeError):
@@ -49,12 +61,23 @@ def _compiler() -> str | None:
     return shutil.which(os.environ.get("CXX", "g++"))
 
 
+def _cpu() -> bytes:
+    """What ``-march=native`` compiles for: the CPU's model and features. Not the host name, so
+    that containers started from one image (each with its own host name) share one build."""
+    try:
+        lines = Path("/proc/cpuinfo").read_text().splitlines()
+    except OSError:
+        return f"{platform.machine()} {platform.processor()} {platform.node()}".encode()
+    wanted = ("model name", "flags", "Features", "CPU implementer", "CPU part")
+    return "\n".join(dict.fromkeys(line for line in lines if line.startswith(wanted))).encode()
+
+
 def _inputs(source: Path) -> list[bytes]:
     """Everything the library's bytes depend on."""
     texts = [path.read_bytes() for path in sorted(source.parent.glob("*.h"))]
     return [source.read_bytes(), *texts, instructions.cpp_header().encode(),
             " ".join(CXX_FLAGS).encode(), torch.__version__.encode(), sys.version.encode(),
-            platform.machine().encode(), platform.node().encode()]
+            platform.machine().encode(), _cpu()]
 
 
 def library_path(source: Path = SOURCE) -> Path:
@@ -79,9 +102,34 @@ def _command(source: Path, output: Path, includes: Sequence[Path]) -> list[str]:
     ]
 
 
+def failure_note(target: Path) -> Path:
+    """Where a failed build of ``target`` leaves its error."""
+    return target.with_suffix(".failed")
+
+
+@contextlib.contextmanager
+def _exclusive(folder: Path) -> Iterator[None]:
+    """Hold the cache folder's build lock, so that processes starting together (torchrun, a
+    sweep's jobs) compile once; the others wait and then find the library."""
+    try:
+        import fcntl
+    except ImportError:  # not POSIX: concurrent builds stay correct, only redundant
+        fcntl = None
+    with open(folder / ".build.lock", "w") as handle:
+        if fcntl is not None:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                log.warning("rectified: waiting for another process to build the fused CPU "
+                            "kernel")
+                fcntl.flock(handle, fcntl.LOCK_EX)
+        yield
+
+
 def build(force: bool = False, source: Path = SOURCE) -> Path:
     """Compile ``source`` (the kernel by default) into the cache, if not there yet or
-    ``force``; return the library's path.
+    ``force``; return the library's path. Raises :class:`BuildError` (and, unless there is no
+    compiler at all, notes the failure beside the library) if it cannot be built.
 
     The library is written under a temporary name and renamed, so processes building at the
     same time never load a half-written file.
@@ -91,39 +139,70 @@ def build(force: bool = False, source: Path = SOURCE) -> Path:
         return target
     if _compiler() is None:
         raise BuildError("no C++ compiler found (set CXX or install g++)")
-    target.parent.mkdir(parents=True, exist_ok=True)
+    note = failure_note(target)
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        with _exclusive(target.parent):
+            if target.exists() and not force:
+                return target  # built by another process while this one waited
+            if note.exists() and not force:
+                raise BuildError(f"an earlier build failed ({note}; `python -m "
+                                 f"rectified.engines.build --force` retries): "
+                                 f"{note.read_text().strip()[-2000:]}")
+            _compile(source, target, note)
+    except OSError as error:
+        raise BuildError(f"cannot write the kernel cache {target.parent} ({error}); set "
+                         "RECTIFIED_CACHE_DIR to a writable folder") from error
+    return target
+
+
+def _compile(source: Path, target: Path, note: Path) -> None:
+    """Compile, saying so on stderr (through :mod:`logging`: a pause of many seconds in a
+    library call should never be silent) before and after, with the duration."""
+    log.warning("rectified: compiling the fused CPU kernel (%s) once for this installation, "
+                "10-60 s, into %s", source.name, target.parent)
+    start = time.perf_counter()
     with tempfile.TemporaryDirectory(dir=target.parent) as scratch:
         (Path(scratch) / HEADER).write_text(instructions.cpp_header())
         partial = Path(scratch) / target.name
         command = _command(source, partial, [Path(scratch), CSRC])
-        result = subprocess.run(command, capture_output=True, text=True)
+        try:
+            result = subprocess.run(command, capture_output=True, text=True)
+        except OSError as error:  # not a cache problem: the compiler itself would not start
+            raise BuildError(f"cannot run the compiler {command[0]}: {error}") from error
         if result.returncode != 0:
-            raise BuildError(f"compiling {source.name} failed:\n{result.stderr[-4000:]}")
+            message = f"compiling {source.name} failed:\n{result.stderr[-4000:]}"
+            note.write_text(message)
+            raise BuildError(message)
         os.replace(partial, target)
-    return target
+    note.unlink(missing_ok=True)
+    log.warning("rectified: fused CPU kernel built in %.1f s", time.perf_counter() - start)
 
 
 def load(build_if_missing: bool) -> bool:
     """Whether the kernel is loaded, loading it from the cache (or building it if asked).
 
-    A failed build warns once and returns False, so callers fall back to the foreach engine.
+    A failed build or load warns once and returns False, so callers fall back to the
+    foreach engine. The answer is kept for the rest of the process, except a False given
+    without trying to build.
     """
     global _loaded, _warned
     if _loaded is not None:
         return _loaded
-    path = library_path()
-    if not path.exists():
-        if not build_if_missing:
-            return False
-        try:
+    try:
+        path = library_path()
+        if not path.exists():
+            if not build_if_missing:
+                return False
             path = build()
-        except BuildError as error:
-            if not _warned:
-                warnings.warn(f"fused engine unavailable, using foreach: {error}", stacklevel=3)
-                _warned = True
-            _loaded = False
-            return False
-    torch.ops.load_library(str(path))
+        torch.ops.load_library(str(path))
+    except (BuildError, OSError, RuntimeError) as error:
+        if not _warned:
+            warnings.warn(f"rectified: fused engine unavailable, using foreach: {error}",
+                          stacklevel=3)
+            _warned = True
+        _loaded = False
+        return False
     _loaded = True
     return True
 
