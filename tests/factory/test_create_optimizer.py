@@ -137,7 +137,8 @@ def test_lookahead_flag_equals_lookahead_name() -> None:
     by_flag = rectified.create_optimizer(model, "adam", lookahead=True, lookahead_k=3)
     by_name = rectified.create_optimizer(model, "lookahead_adam", lookahead_k=3)
     assert type(by_flag) is type(by_name) is rectified.Lookahead
-    assert by_flag.defaults == by_name.defaults == {"lookahead_k": 3, "lookahead_alpha": 0.5}
+    assert by_flag.defaults == by_name.defaults  # the inner Adam's defaults, then Lookahead's
+    assert by_flag.defaults["lookahead_k"] == 3 and by_flag.defaults["lookahead_alpha"] == 0.5
 
 
 def test_default_weight_decay_is_the_optimizers() -> None:
