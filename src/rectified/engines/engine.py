@@ -52,7 +52,7 @@ class Engine:
                 owner: str) -> GroupStep:
         """The group's step; raises (changing nothing) if a gradient does not fit."""
         params = [p for p in group["params"] if p.grad is not None]
-        states_.check_gradients(owner, params)
+        states_.check_gradients(owner, params, state, rule.state_keys(group), group)
         return GroupStep(self, rule, group, state, params)
 
     def run(self, step: GroupStep) -> None:
