@@ -82,9 +82,10 @@ def check_gradients(owner: str, params: Sequence[Tensor], state: StateMap | None
                     keys: Sequence[str] = (), group: Mapping[str, Any] | None = None) -> None:
     """Raise ``RuntimeError`` if a step of ``params`` cannot be right, before anything moves:
     a gradient that is sparse or not of its parameter's shape, a parameter or state tensor with
-    the lazy conjugate bit (no engine can write its values in place through a real view), or a
-    state tensor of ``keys`` whose shape is not its parameter's (a parameter resized, or given a
-    ``.data`` of another shape, since its state was made). Warns once per (ε, dtype) where the
+    a lazy bit (conjugation: no engine can write its values through a real view; negation:
+    torch's foreach ops refuse to write it, possibly after a step began), or a state tensor of
+    ``keys`` whose shape is not its parameter's (a parameter resized, or given a ``.data`` of
+    another shape, since its state was made). Gradients with lazy bits are fine: only read. Warns once per (ε, dtype) where the
     ``group``'s ε rounds to 0 in the dtype the step computes in (see :func:`eps_underflows`).
     """
     for position, p in enumerate(params):
@@ -96,10 +97,11 @@ def check_gradients(owner: str, params: Sequence[Tensor], state: StateMap | None
                 f"{owner}: gradient shape {tuple(grad.shape)} does not match parameter shape "
                 f"{tuple(p.shape)}"
             )
-        if p.is_conj():
+        lazy = _lazy_bit(p)
+        if lazy:
             raise RuntimeError(
-                f"{owner}: parameter {position} is a lazily conjugated view (is_conj()); "
-                "give it resolved values (p.data = p.data.resolve_conj())"
+                f"{owner}: parameter {position} is a lazily {lazy} view; give it resolved "
+                "values first (p.data = p.data.resolve_conj().resolve_neg())"
             )
         entry = state.get(p) if state is not None else None
         for key in keys if entry else ():
@@ -112,14 +114,21 @@ def check_gradients(owner: str, params: Sequence[Tensor], state: StateMap | None
                     f"{tuple(value.shape)}, the parameter has shape {tuple(p.shape)} "
                     "(was the parameter resized? a resized parameter needs fresh state)"
                 )
-            if value.is_conj():
+            lazy = _lazy_bit(value)
+            if lazy:
                 raise RuntimeError(
-                    f"{owner}: state {key!r} of parameter {position} is a lazily conjugated "
-                    "view (is_conj())"
+                    f"{owner}: state {key!r} of parameter {position} is a lazily {lazy} view"
                 )
     if group is not None:  # parameters with another state_dtype compute in float32 or wider
         chosen = group.get("state_dtype")
         eps_underflows(group, {p.dtype for p in params if chosen in (None, p.dtype)}, warn=True)
+
+
+def _lazy_bit(tensor: Tensor) -> str:
+    """'conjugated (is_conj())' or 'negated (is_neg())' for a tensor with that lazy bit."""
+    if tensor.is_conj():
+        return "conjugated (is_conj())"
+    return "negated (is_neg())" if tensor.is_neg() else ""
 
 
 _warned_underflow: set[tuple[float, torch.dtype]] = set()
