@@ -23,7 +23,6 @@ import torch
 from torch import nn
 from torch.testing._internal.two_tensor import TwoTensor
 
-import rectified
 from tests.registry import CASES, Case
 from tests.reliability.support import (
     ENGINE_OPTIONS,

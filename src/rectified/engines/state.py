@@ -85,8 +85,9 @@ def check_gradients(owner: str, params: Sequence[Tensor], state: StateMap | None
     a lazy bit (conjugation: no engine can write its values through a real view; negation:
     torch's foreach ops refuse to write it, possibly after a step began), or a state tensor of
     ``keys`` whose shape is not its parameter's (a parameter resized, or given a ``.data`` of
-    another shape, since its state was made). Gradients with lazy bits are fine: only read. Warns once per (ε, dtype) where the
-    ``group``'s ε rounds to 0 in the dtype the step computes in (see :func:`eps_underflows`).
+    another shape, since its state was made). Gradients with lazy bits are fine: only read.
+    Warns once per (ε, dtype) where the ``group``'s ε rounds to 0 in the dtype the step
+    computes in (see :func:`eps_underflows`).
     """
     for position, p in enumerate(params):
         grad = cast(Tensor, p.grad)

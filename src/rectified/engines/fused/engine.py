@@ -117,8 +117,8 @@ class FusedEngine(Engine):
 
     def apply_elementwise(self, body: Callable[..., None], slots: Slots) -> None:
         skipped, aliased = self._run(trace(body, len(slots)), slots, list(range(len(slots[0]))))
-        self._run_aside(skipped, aliased, slots, (),
-                        lambda engine, chosen: engine.apply_elementwise(body, select(slots, chosen)))
+        self._run_aside(skipped, aliased, slots, (), lambda engine, chosen:
+                        engine.apply_elementwise(body, select(slots, chosen)))
 
     @staticmethod
     def _run_aside(foreach: list[int], aliased: list[int], slots: Slots,

@@ -149,7 +149,8 @@ def run_program_(program, slots: Sequence[Sequence[torch.Tensor]],
 
 def overlapping(slots: Sequence[Sequence[torch.Tensor]], read_only: Sequence[int]) -> list[int]:
     """The indices of the parameters whose tensors share memory with another tensor of
-    ``slots`` where one of the two is written (see :func:`rectified.engines.tensors.overlapping`)."""
+    ``slots`` where one of the two is written (see
+    :func:`rectified.engines.tensors.overlapping`)."""
     flat = [x for tensors in zip(*slots) for x in tensors]
     if not flat:
         return []

@@ -30,9 +30,9 @@ import torch
 from torch import Tensor
 
 from rectified.engines.engine import update
-from rectified.engines.state import eps_underflows
 from rectified.engines.fused import kernel
 from rectified.engines.fused.program import trace
+from rectified.engines.state import eps_underflows
 from rectified.rules.base import UpdateRule
 
 KERNEL_DTYPES = frozenset({torch.float32, torch.float64, torch.bfloat16, torch.float16})
