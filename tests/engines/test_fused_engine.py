@@ -227,8 +227,10 @@ def test_missing_compiler_warns_once_and_runs_foreach(monkeypatch, tmp_path):
 
 
 def run_traced(body, lists):
-    """Trace ``body(ops, *lists)`` and run it with the kernel; return the skipped indices."""
-    return kernel.run_program_(trace(body, len(lists)), lists)
+    """Trace ``body(ops, *lists)`` and run it with the kernel; return the skipped indices
+    (those it cannot read, and those sharing memory)."""
+    skipped, aliased = kernel.run_program_(trace(body, len(lists)), lists)
+    return skipped + aliased
 
 
 OPS = [

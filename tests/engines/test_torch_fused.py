@@ -449,7 +449,8 @@ def test_fused_engine_off_the_cpu_takes_torch_kernels_for_adam_steps(case, monke
         calls.append(len(slots[0]))
         return original(call, slots)
 
-    monkeypatch.setattr(kernel, "run_program_", lambda program, slots: list(range(len(slots[0]))))
+    monkeypatch.setattr(kernel, "run_program_",
+                        lambda program, slots, read_only=(): (list(range(len(slots[0]))), []))
     monkeypatch.setattr(kernel, "load", lambda build_if_missing=False: True)
     monkeypatch.setattr(torch.Tensor, "is_cuda", property(lambda tensor: True))
     monkeypatch.setattr(cuda, "run_", counted)

@@ -66,7 +66,7 @@ class Engine:
         if sparse:
             check_sparse(rule, group, owner, sparse)
             params = [p for p in params if not cast(Tensor, p.grad).is_sparse]
-        states_.check_gradients(owner, params)
+        states_.check_gradients(owner, params, state, rule.state_keys(group), group)
         return GroupStep(self, rule, group, state, params, sparse)
 
     def run(self, step: GroupStep) -> None:

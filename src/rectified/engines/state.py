@@ -3,7 +3,10 @@ step counters, and the checks that a group's gradients and state fit its paramet
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import functools
+import sys
+import warnings
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, cast
 
 import torch
@@ -13,6 +16,7 @@ from torch.optim.optimizer import _get_scalar_dtype
 from rectified.engines.fused import kernel
 from rectified.rules.base import UpdateRule
 
+StateMap = Mapping[Tensor, dict[str, Any]]
 _COMPLEX_OF = {torch.float16: torch.complex32, torch.bfloat16: torch.complex64,
                torch.float32: torch.complex64, torch.float64: torch.complex128}
 
@@ -74,9 +78,18 @@ def advance_steps_(steps: list[Tensor]) -> list[int]:
     return [int(v) for v in values]
 
 
-def check_gradients(owner: str, params: Sequence[Tensor]) -> None:
-    """Raise ``RuntimeError`` if a gradient is sparse or not of its parameter's shape."""
-    for p in params:
+def check_gradients(owner: str, params: Sequence[Tensor], state: StateMap | None = None,
+                    keys: Sequence[str] = (), group: Mapping[str, Any] | None = None) -> None:
+    """Raise ``RuntimeError`` if a step of ``params`` cannot be right, before anything moves:
+    a gradient that is sparse or not of its parameter's shape, a parameter or state tensor with
+    a lazy bit (conjugation: no engine can write its values through a real view; negation:
+    torch's foreach ops refuse to write it, possibly after a step began), or a state tensor of
+    ``keys`` whose shape is not its parameter's (a parameter resized, or given a ``.data`` of
+    another shape, since its state was made). Gradients with lazy bits are fine: only read.
+    Warns once per (ε, dtype) where the ``group``'s ε rounds to 0 in the dtype the step
+    computes in (see :func:`eps_underflows`).
+    """
+    for position, p in enumerate(params):
         grad = cast(Tensor, p.grad)
         if grad.is_sparse:
             raise RuntimeError(f"{owner} does not support sparse gradients")
@@ -85,3 +98,82 @@ def check_gradients(owner: str, params: Sequence[Tensor]) -> None:
                 f"{owner}: gradient shape {tuple(grad.shape)} does not match parameter shape "
                 f"{tuple(p.shape)}"
             )
+        lazy = _lazy_bit(p)
+        if lazy:
+            raise RuntimeError(
+                f"{owner}: parameter {position} is a lazily {lazy} view; give it resolved "
+                "values first (p.data = p.data.resolve_conj().resolve_neg())"
+            )
+        entry = state.get(p) if state is not None else None
+        for key in keys if entry else ():
+            value = entry.get(key)
+            if not isinstance(value, Tensor):
+                continue
+            if value.shape != p.shape:
+                raise RuntimeError(
+                    f"{owner}: state {key!r} of parameter {position} has shape "
+                    f"{tuple(value.shape)}, the parameter has shape {tuple(p.shape)} "
+                    "(was the parameter resized? a resized parameter needs fresh state)"
+                )
+            lazy = _lazy_bit(value)
+            if lazy:
+                raise RuntimeError(
+                    f"{owner}: state {key!r} of parameter {position} is a lazily {lazy} view"
+                )
+    if group is not None:  # parameters with another state_dtype compute in float32 or wider
+        chosen = group.get("state_dtype")
+        eps_underflows(group, {p.dtype for p in params if chosen in (None, p.dtype)}, warn=True)
+
+
+def _lazy_bit(tensor: Tensor) -> str:
+    """'conjugated (is_conj())' or 'negated (is_neg())' for a tensor with that lazy bit."""
+    if tensor.is_conj():
+        return "conjugated (is_conj())"
+    return "negated (is_neg())" if tensor.is_neg() else ""
+
+
+_warned_underflow: set[tuple[float, torch.dtype]] = set()
+
+
+def eps_underflows(group: Mapping[str, Any], dtypes: Iterable[torch.dtype],
+                   warn: bool = False) -> bool:
+    """Whether the group's ε > 0 rounds to 0 in one of ``dtypes`` (ε = 1e-8 in float16,
+    whose smallest number is 6e-8). The reference and foreach engines, and torch.optim, then
+    divide by √v + 0 = 0 wherever the squared gradients underflow too, and turn parameters
+    inf or NaN. With ``warn``, warns once per (ε, dtype).
+    """
+    eps = group.get("eps")
+    if isinstance(eps, Tensor):
+        eps = eps.item() if eps.numel() == 1 else None
+    if not isinstance(eps, int | float) or isinstance(eps, bool) or not eps > 0:
+        return False
+    found = False
+    for dtype in dtypes:
+        if (dtype.is_floating_point or dtype.is_complex) and _rounds_to_zero(float(eps), dtype):
+            found = True
+            if warn and (eps, dtype) not in _warned_underflow:
+                _warned_underflow.add((eps, dtype))
+                warnings.warn(
+                    f"eps={eps} is 0 in {dtype}: steps of {dtype} parameters divide by zero "
+                    "wherever their squared gradients underflow too, and turn them inf or NaN "
+                    "(as in torch.optim); use an eps the dtype holds (>= 6e-8 in float16) or "
+                    "state_dtype=torch.float32",
+                    RuntimeWarning, stacklevel=_user_frame(),
+                )
+    return found
+
+
+def _user_frame() -> int:
+    """The stack level of the first caller outside rectified and torch (the user's step)."""
+    frame, level = sys._getframe(1), 1
+    while frame.f_back is not None and frame.f_globals.get("__name__", "").split(".")[0] in (
+        "rectified", "torch"
+    ):
+        frame, level = frame.f_back, level + 1
+    return level
+
+
+@functools.cache
+def _rounds_to_zero(eps: float, dtype: torch.dtype) -> bool:
+    real = torch.empty(0, dtype=dtype).real.dtype if dtype.is_complex else dtype
+    return torch.tensor(eps, dtype=real).item() == 0.0

@@ -1,7 +1,12 @@
-"""Checking and copying checkpoints before they are loaded into an optimizer."""
+"""Checking and copying checkpoints before they are loaded into an optimizer.
+
+A checkpoint is checked whole before anything is loaded, so a refused one leaves the optimizer
+as it was. Every error names the group, the parameter (its position in the group) and the key.
+"""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from typing import Any
 
@@ -26,7 +31,13 @@ def check_state_dict(optimizer: torch.optim.Optimizer, state_dict: Mapping[str, 
     Checks the number of groups, the number of parameters per group and, for every saved state
     tensor but the ``step`` counter, that its shape is the parameter's shape and its dtype of the
     parameter's kind (complex for complex parameters, floating point for floating ones; a
-    different float width is cast on load, as torch.optim does).
+    different float width is cast on load, as torch.optim does). Every ``step`` must be a whole
+    number >= 0 (a Python number or a one-element real tensor). For an optimizer with an update
+    rule, a parameter's saved state, unless empty, must hold every state tensor the rule needs
+    under the saved group's hyperparameters: a checkpoint of another optimizer (SGD's
+    ``momentum_buffer`` or Adagrad's ``sum`` offered to Adam) or one missing a moment is
+    refused, rather than loaded with zeroed moments under the old step count. A missing
+    ``step`` beside complete moments is not refused (torch.optim.SGD saves none).
     """
     if "state" not in state_dict or "param_groups" not in state_dict:
         raise ValueError("state_dict must have the keys 'state' and 'param_groups'")
@@ -43,11 +54,22 @@ def check_state_dict(optimizer: torch.optim.Optimizer, state_dict: Mapping[str, 
                 f"loaded state dict's parameter group {index} has {len(saved['params'])} "
                 f"parameters, the optimizer's has {len(group['params'])}"
             )
+        needed = _needed_keys(optimizer, saved, index)
         for position, (param, saved_id) in enumerate(zip(group["params"], saved["params"])):
-            for key, value in saved_state.get(saved_id, {}).items():
-                if not isinstance(value, Tensor) or key == "step":
-                    continue
+            entry = saved_state.get(saved_id, {})
+            if not isinstance(entry, Mapping):
+                raise ValueError(
+                    f"state of parameter {position} in group {index} is a "
+                    f"{type(entry).__name__}, not a dict"
+                )
+            _check_keys(entry, needed, optimizer, f"parameter {position} in group {index}")
+            for key, value in entry.items():
                 where = f"state {key!r} of parameter {position} in group {index}"
+                if key == "step":
+                    _check_step(value, where)
+                    continue
+                if not isinstance(value, Tensor):
+                    continue
                 if value.shape != param.shape:
                     raise ValueError(
                         f"{where} has shape {tuple(value.shape)}, the parameter has shape "
@@ -59,3 +81,53 @@ def check_state_dict(optimizer: torch.optim.Optimizer, state_dict: Mapping[str, 
                     raise ValueError(
                         f"{where} has dtype {value.dtype}, the parameter has dtype {param.dtype}"
                     )
+
+
+def _needed_keys(optimizer: torch.optim.Optimizer, saved: Mapping[str, Any],
+                 index: int) -> tuple[str, ...]:
+    """The state tensors the optimizer's rule needs under the saved group's hyperparameters
+    (none for an optimizer without a rule, e.g. a wrapper, whose inner one checks its own)."""
+    rule = getattr(optimizer, "rule", None)
+    if rule is None:
+        return ()
+    group = {**optimizer.defaults, **{k: v for k, v in saved.items() if k != "params"}}
+    try:
+        return tuple(rule.state_keys(group))
+    except (KeyError, TypeError, ValueError) as error:
+        raise ValueError(
+            f"loaded state dict's parameter group {index} has hyperparameters "
+            f"{type(optimizer).__name__} cannot use: {error!r}"
+        ) from None
+
+
+def _check_keys(entry: Mapping[str, Any], needed: tuple[str, ...],
+                optimizer: torch.optim.Optimizer, where: str) -> None:
+    if not entry:
+        return
+    missing = [key for key in needed if not isinstance(entry.get(key), Tensor)]
+    if not missing:
+        return
+    other = sorted(str(key) for key in entry if key != "step" and key not in needed)
+    found = f"has {', '.join(map(repr, other))} and " if other else ""
+    raise ValueError(
+        f"state of {where} {found}lacks {', '.join(map(repr, missing))}, which "
+        f"{type(optimizer).__name__} needs: a checkpoint of another optimizer, or an incomplete "
+        "one"
+    )
+
+
+def _check_step(value: Any, where: str) -> None:
+    """A step counter: a whole number >= 0, as a Python number or a one-element real tensor."""
+    number: float | None = None
+    if isinstance(value, Tensor):
+        if value.numel() == 1 and not value.is_complex() and value.dtype != torch.bool:
+            number = float(value.item())
+        shown = f"a tensor of shape {tuple(value.shape)} and dtype {value.dtype}" \
+            if number is None else repr(number)
+    elif isinstance(value, int | float) and not isinstance(value, bool):
+        number = float(value)
+        shown = repr(value)
+    else:
+        shown = repr(value)
+    if number is None or not math.isfinite(number) or number < 0 or number != int(number):
+        raise ValueError(f"{where} is {shown}; expected a whole number >= 0")

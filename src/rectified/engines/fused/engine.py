@@ -24,10 +24,14 @@ from rectified.engines.foreach import ForeachEngine
 from rectified.engines.fused import cuda, kernel
 from rectified.engines.fused.plans import GroupPlan
 from rectified.engines.fused.program import Program, trace
-from rectified.engines.tensors import Slots, select
+from rectified.engines.reference import ReferenceEngine
+from rectified.engines.state import eps_underflows
+from rectified.engines.tensors import Slots, overlapping, select
 from rectified.rules.base import UpdateRule
 
 FOREACH_ENGINE = ForeachEngine()
+REFERENCE_ENGINE = ReferenceEngine()
+GRADIENTS = (1,)  # the slot a rule's step only reads
 
 
 def available(build_if_missing: bool = False) -> bool:
@@ -51,7 +55,8 @@ class FusedEngine(Engine):
     def prepare(self, rule: UpdateRule, group: Mapping[str, Any], state: StateMap,
                 owner: str) -> GroupStep:
         plan = self._plans.get(id(group))
-        if plan is not None and plan.matches(group, state, rule.state_keys(group)) and plan.ready():
+        if (plan is not None and plan.matches(group, state, rule.state_keys(group))
+                and not eps_underflows(group, plan.dtypes) and plan.ready()):
             return PlannedStep(self, rule, group, state, plan)
         step = super().prepare(rule, group, state, owner)
         if group.get("fused") and not all(p.is_cpu or p.is_cuda for p in step.params):
@@ -85,6 +90,13 @@ class FusedEngine(Engine):
 
     def apply(self, rule: UpdateRule, group: Mapping[str, Any], keys: Sequence[str],
               slots: Slots, counts: Sequence[int]) -> None:
+        """Buckets of parameters through the kernel; what it cannot take through foreach; and
+        parameters whose tensors share memory one at a time, exactly as the reference engine.
+
+        Parameters whose ε rounds to 0 in their dtype (float16 with ε = 1e-8) run foreach:
+        the kernel computes in float32, where ε does not vanish, and would turn finite what
+        every other engine (and torch.optim) turns inf or NaN.
+        """
         # Every bucket's program is traced (so every scalar computed) before any tensor moves.
         traced = []
         for (_, count), index in buckets(slots[0], counts, self.bucket_key).items():
@@ -92,32 +104,60 @@ class FusedEngine(Engine):
                 update(rule, ops, group, keys, list(lists), count)
 
             traced.append((trace(body, len(slots)), index, count))
-        left: list[int] = []
-        left_counts: list[int] = []
-        for program, index, count in traced:
-            skipped = self._run(program, slots, index)
-            left += skipped
-            left_counts += [count] * len(skipped)
-        if left:
-            FOREACH_ENGINE.apply(rule, group, keys, select(slots, left), left_counts)
+        foreach: list[int] = []
+        aliased: list[int] = []
+        for program, index, _ in traced:
+            if eps_underflows(group, {slots[0][i].dtype for i in index}):
+                foreach += [i for i in index if eps_underflows(group, {slots[0][i].dtype})]
+                index = [i for i in index if not eps_underflows(group, {slots[0][i].dtype})]
+            skipped, shared = self._run(program, slots, index, GRADIENTS)
+            foreach += skipped
+            aliased += shared
+        self._run_aside(foreach, aliased, slots, GRADIENTS, lambda engine, chosen: engine.apply(
+            rule, group, keys, select(slots, chosen), [counts[i] for i in chosen]))
 
     def apply_elementwise(self, body: Callable[..., None], slots: Slots) -> None:
-        skipped = self._run(trace(body, len(slots)), slots, list(range(len(slots[0]))))
-        if skipped:
-            FOREACH_ENGINE.apply_elementwise(body, select(slots, skipped))
+        skipped, aliased = self._run(trace(body, len(slots)), slots, list(range(len(slots[0]))))
+        self._run_aside(skipped, aliased, slots, (), lambda engine, chosen:
+                        engine.apply_elementwise(body, select(slots, chosen)))
 
-    def _run(self, program: Program, slots: Slots, index: list[int]) -> list[int]:
-        """Run ``program`` over the parameters ``index``; return those left for foreach."""
+    @staticmethod
+    def _run_aside(foreach: list[int], aliased: list[int], slots: Slots,
+                   read_only: Sequence[int], run: Callable[[Engine, list[int]], None]) -> None:
+        """Run the parameters the kernel left: ``foreach`` with the foreach engine unless they
+        share memory, and those that do (``aliased``, and any of ``foreach`` whose memory
+        overlaps another of them) with the reference engine, in the group's order."""
+        if foreach:
+            shared = {foreach[i] for i in overlapping(select(slots, foreach), read_only)}
+            aliased = [*aliased, *(i for i in foreach if i in shared)]
+            foreach = [i for i in foreach if i not in shared]
+        if foreach:
+            run(FOREACH_ENGINE, sorted(foreach))
+        if aliased:
+            run(REFERENCE_ENGINE, sorted(aliased))
+
+    def _run(self, program: Program, slots: Slots, index: list[int],
+             read_only: Sequence[int] = ()) -> tuple[list[int], list[int]]:
+        """Run ``program`` over the parameters ``index``; return those left for foreach and
+        those whose memory overlaps another tensor of the run (for the reference engine)."""
         on_cpu = [i for i in index if slots[0][i].is_cpu]
         skipped = [i for i in index if not slots[0][i].is_cpu]
+        aliased: list[int] = []
         if on_cpu:
-            skipped += [on_cpu[i] for i in kernel.run_program_(program, select(slots, on_cpu))]
+            left, shared = kernel.run_program_(program, select(slots, on_cpu), read_only)
+            skipped += [on_cpu[i] for i in left]
+            aliased += [on_cpu[i] for i in shared]
         on_cuda = [i for i in skipped if slots[0][i].is_cuda]
         call = cuda.adam_call(program) if on_cuda else None
         if call is None:
-            return skipped
+            return skipped, aliased
+        shared = {on_cuda[i] for i in overlapping(select(slots, on_cuda), read_only)}
+        on_cuda = [i for i in on_cuda if i not in shared]
         try:
-            cuda.run_(call, select(slots, on_cuda))
+            if on_cuda:
+                cuda.run_(call, select(slots, on_cuda))
         except ValueError:  # e.g. float32 state beside bfloat16 parameters; nothing was written
-            return skipped
-        return [i for i in skipped if not slots[0][i].is_cuda]
+            return skipped, aliased
+        taken = set(on_cuda)
+        return [i for i in skipped if i not in taken and i not in shared], aliased + sorted(shared)
+

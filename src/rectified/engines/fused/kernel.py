@@ -211,15 +211,29 @@ def is_loaded() -> bool:
     return bool(_loaded)
 
 
-def run_program_(program, slots: Sequence[Sequence[torch.Tensor]]) -> list[int]:
-    """Run ``program`` with ``slots[s][i]`` as input list s of parameter i; return the indices
-    of the parameters the kernel could not take (left untouched)."""
+def run_program_(program, slots: Sequence[Sequence[torch.Tensor]],
+                 read_only: Sequence[int] = ()) -> tuple[list[int], list[int]]:
+    """Run ``program`` with ``slots[s][i]`` as input list s of parameter i (the lists
+    ``read_only`` are only read); return the indices of the parameters left untouched: those
+    the kernel cannot read, and those whose memory overlaps another tensor of the call."""
+    flat = [x for tensors in zip(*slots) for x in tensors]
+    if not flat:
+        return [], []
+    skipped, aliased = torch.ops.rectified_fused.run_program_(
+        flat, program.n_slots, list(read_only), program.n_registers, program.code,
+        program.scalars
+    )
+    return list(skipped), list(aliased)
+
+
+def overlapping(slots: Sequence[Sequence[torch.Tensor]], read_only: Sequence[int]) -> list[int]:
+    """The indices of the parameters whose tensors share memory with another tensor of
+    ``slots`` where one of the two is written (see
+    :func:`rectified.engines.tensors.overlapping`)."""
     flat = [x for tensors in zip(*slots) for x in tensors]
     if not flat:
         return []
-    return torch.ops.rectified_fused.run_program_(
-        flat, program.n_slots, program.n_registers, program.code, program.scalars
-    )
+    return torch.ops.rectified_fused.overlapping(flat, len(slots), list(read_only))
 
 
 def advance_steps_(steps: list[torch.Tensor]) -> list[float]:

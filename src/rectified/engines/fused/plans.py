@@ -32,6 +32,7 @@ from torch import Tensor
 from rectified.engines.engine import update
 from rectified.engines.fused import kernel
 from rectified.engines.fused.program import trace
+from rectified.engines.state import eps_underflows
 from rectified.rules.base import UpdateRule
 
 KERNEL_DTYPES = frozenset({torch.float32, torch.float64, torch.bfloat16, torch.float16})
@@ -75,6 +76,7 @@ class GroupPlan:
         self.keys = tuple(keys)
         self.tensors = {key: tuple(map(itemgetter(key), states)) for key in (*keys, "step")}
         self.count = count  # what every step counter holds now
+        self.dtypes = frozenset(p.dtype for p in params)
         self._handle: Any = None
 
     @classmethod
@@ -88,7 +90,8 @@ class GroupPlan:
     ) -> GroupPlan | None:
         """A plan for the step just taken, or None where the kernel would not take every
         tensor in one bucket (mixed step counts, float64 beside other dtypes, tensors off the
-        CPU, non-contiguous, complex or distributed)."""
+        CPU, non-contiguous, complex or distributed, tensors sharing memory, an ε that
+        vanishes in a parameter's dtype)."""
         if not params or len(set(counts)) != 1 or not kernel.is_loaded():
             return None
         tensors = [*params, *(p.grad for p in params),
@@ -97,6 +100,11 @@ class GroupPlan:
             return None
         if len({t.dtype is torch.float64 for t in tensors}) != 1:
             return None
+        if eps_underflows(group, {p.dtype for p in params}):
+            return None  # those parameters run foreach (see FusedEngine.apply)
+        slots = [list(params), [p.grad for p in params], *([s[k] for s in states] for k in keys)]
+        if kernel.overlapping(slots, (1,)):
+            return None  # parameters sharing memory run one at a time, never in one pass
         return cls(group, params, states, keys, counts[0])
 
     def matches(self, group: Mapping[str, Any], state: Mapping[Tensor, dict], keys) -> bool:

@@ -9,32 +9,43 @@
 // between steps; this file registers the operations with torch.
 #include <torch/library.h>
 
+#include "aliasing.h"
 #include "plan.h"
 
 namespace rectified_fused {
 
-// A parameter the kernel can take: all its tensors readable and of one size.
+// A parameter the kernel can take: all its tensors readable and of one shape.
 bool takes(const at::Tensor* xs, int64_t n_slots) {
   for (int64_t s = 0; s < n_slots; ++s) {
-    if (!readable(xs[s]) || xs[s].numel() != xs[0].numel()) return false;
+    if (!readable(xs[s]) || xs[s].sizes() != xs[0].sizes()) return false;
   }
   return true;
 }
 
-// tensors: n_slots tensors per parameter, parameter-major. Runs the program on every parameter
-// the kernel can take and returns the indices of the others, untouched, for another engine.
-std::vector<int64_t> run_program_(at::TensorList tensors, int64_t n_slots, int64_t n_registers,
-                                  at::IntArrayRef code, at::ArrayRef<double> scalars) {
+// tensors: n_slots tensors per parameter, parameter-major; read_only: the slots the program
+// only reads. Runs the program on every parameter the kernel can take and returns the indices
+// of the others, untouched: those it cannot read (for another engine), and those whose tensors
+// share memory with another tensor of the call where one of the two is written (to be run one
+// at a time: a parallel pass would lose updates).
+std::tuple<std::vector<int64_t>, std::vector<int64_t>> run_program_(
+    at::TensorList tensors, int64_t n_slots, at::IntArrayRef read_only, int64_t n_registers,
+    at::IntArrayRef code, at::ArrayRef<double> scalars) {
   const Decoded decoded = decode(n_slots, n_registers, code, scalars);
   TORCH_CHECK(tensors.size() % n_slots == 0, "fused engine: ", tensors.size(),
               " tensors do not split into slots of ", n_slots);
   const int64_t n_params = static_cast<int64_t>(tensors.size()) / n_slots;
+  const std::vector<int64_t> aliased = overlapping(tensors, n_slots, read_only);
   std::vector<bool> take(static_cast<size_t>(n_params));
   std::vector<int64_t> skipped, numels(static_cast<size_t>(n_params), 0);
   Streams streams;
   streams.data.assign(tensors.size(), nullptr);
   streams.types.assign(tensors.size(), at::kFloat);
+  size_t next_aliased = 0;
   for (int64_t t = 0; t < n_params; ++t) {
+    if (next_aliased < aliased.size() && aliased[next_aliased] == t) {
+      ++next_aliased;
+      continue;
+    }
     take[t] = takes(tensors.data() + t * n_slots, n_slots);
     if (!take[t]) {
       skipped.push_back(t);
@@ -56,7 +67,7 @@ std::vector<int64_t> run_program_(at::TensorList tensors, int64_t n_slots, int64
   }
   const int64_t size = streams.chunk_size(decoded, n_slots);
   run_chunks(decoded, streams, make_chunks(numels, take, size), size, n_slots, n_registers);
-  return skipped;
+  return {skipped, aliased};
 }
 
 // Adds 1 to every step counter (one-element float CPU tensors) and returns the new counts: one
@@ -76,9 +87,11 @@ std::vector<double> advance_steps_(at::TensorList steps) {
 
 TORCH_LIBRARY(rectified_fused, m) {
   m.def(
-      "run_program_(Tensor(a!)[] tensors, int n_slots, int n_registers, int[] code, "
-      "float[] scalars) -> int[]",
+      "run_program_(Tensor(a!)[] tensors, int n_slots, int[] read_only, int n_registers, "
+      "int[] code, float[] scalars) -> (int[], int[])",
       &rectified_fused::run_program_);
+  m.def("overlapping(Tensor[] tensors, int n_slots, int[] read_only) -> int[]",
+        &rectified_fused::overlapping);
   m.def("advance_steps_(Tensor(a!)[] steps) -> float[]", &rectified_fused::advance_steps_);
   m.class_<rectified_fused::Plan>("Plan")
       .def(torch::init<std::vector<at::Tensor>, std::vector<at::Tensor>,
