@@ -116,6 +116,18 @@ CASES: tuple[Case, ...] = (
     Case("RAdam-paper", rectified.RAdam, dict(lr=0.01, threshold=4.0, degenerated_to_sgd=False),
          converge=(("lr", 3e-3),)),
     Case(
+        "NAdam",
+        rectified.NAdam,
+        dict(lr=0.01, weight_decay=0.01),
+        torch.optim.NAdam,
+        (*ADAM_FAMILY_INVALID,
+         ({"momentum_decay": -1e-3}, "Invalid momentum_decay value: -0.001")),
+        converge=(("lr", 3e-3),),
+    ),
+    Case("NAdam-decoupled", rectified.NAdam,
+         dict(lr=0.01, weight_decay=0.1, momentum_decay=1e-2, decoupled_weight_decay=True),
+         torch.optim.NAdam, converge=(("lr", 3e-3),)),
+    Case(
         "AdaBound",
         rectified.AdaBound,
         dict(lr=0.01, final_lr=0.1, gamma=1e-2, weight_decay=0.01),

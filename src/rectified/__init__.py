@@ -22,6 +22,7 @@ _LAZY: dict[str, str] = {
     "Adagrad": "rectified.optim",
     "Adam": "rectified.optim",
     "AdamW": "rectified.optim",
+    "NAdam": "rectified.optim",
     "RAdam": "rectified.optim",
     "RMSprop": "rectified.optim",
     "Lookahead": "rectified.wrappers",
@@ -44,6 +45,7 @@ __all__ = [
     "Adam",
     "AdamW",
     "Lookahead",
+    "NAdam",
     "RAdam",
     "RMSprop",
     "Ranger",
@@ -76,6 +78,16 @@ def __dir__() -> list[str]:
 if TYPE_CHECKING:
     from rectified import schedules, variance
     from rectified.factory import create_optimizer, list_optimizers, param_groups
-    from rectified.optim import SGD, AdaBound, Adadelta, Adagrad, Adam, AdamW, RAdam, RMSprop
+    from rectified.optim import (
+        SGD,
+        AdaBound,
+        Adadelta,
+        Adagrad,
+        Adam,
+        AdamW,
+        NAdam,
+        RAdam,
+        RMSprop,
+    )
     from rectified.rules.radam import rectification_term, rho_inf, rho_t
     from rectified.wrappers import Lookahead, Ranger

@@ -69,7 +69,7 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     parser.add_argument("--version", action=_Version, nargs=0, help="print versions and exit")
     parser.add_argument("--debug", action="store_true",
                         help="show the traceback of an error instead of its one-line message")
-    common = argparse.ArgumentParser(add_help=False)
+    common = OneLineParser(add_help=False)
     common.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
                         help="show the traceback of an error")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")

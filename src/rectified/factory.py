@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from rectified.grouping import NoDecay, param_groups
-from rectified.optim import SGD, AdaBound, Adadelta, Adagrad, Adam, AdamW, RAdam, RMSprop
+from rectified.optim import SGD, AdaBound, Adadelta, Adagrad, Adam, AdamW, NAdam, RAdam, RMSprop
 from rectified.wrappers import Lookahead, Ranger
 
 # name -> constructor; AMSGrad and AMSBound are options of Adam and AdaBound, named for configs
@@ -31,6 +31,7 @@ OPTIMIZERS: dict[str, Callable[..., torch.optim.Optimizer]] = {
     "adamw": AdamW,
     "adabound": AdaBound,
     "amsbound": partial(AdaBound, amsbound=True),
+    "nadam": NAdam,
     "radam": RAdam,
     "ranger": Ranger,
 }
@@ -44,8 +45,8 @@ def list_optimizers() -> list[str]:
     >>> "lookahead_adamw" in names, "lookahead_ranger" in names  # Ranger is Lookahead already
     (True, False)
     >>> [n for n in names if not n.startswith("lookahead_")]  # doctest: +NORMALIZE_WHITESPACE
-    ['adabound', 'adadelta', 'adagrad', 'adam', 'adamw', 'amsbound', 'amsgrad', 'radam',
-     'ranger', 'rmsprop', 'sgd']
+    ['adabound', 'adadelta', 'adagrad', 'adam', 'adamw', 'amsbound', 'amsgrad', 'nadam',
+     'radam', 'ranger', 'rmsprop', 'sgd']
     """
     wrapped = [LOOKAHEAD_PREFIX + name for name in OPTIMIZERS if name != "ranger"]
     return sorted([*OPTIMIZERS, *wrapped])

@@ -117,6 +117,10 @@ def numbered_layers(names: Iterable[str]) -> Callable[[str], int]:
     return layer_of
 
 
+def _one_layer(name: str) -> int:
+    return 0
+
+
 def param_groups(
     model_or_params: nn.Module | Iterable[Any],
     weight_decay: float | None = None,
@@ -154,6 +158,7 @@ def param_groups(
         exempt = _exempt_without_module(named, no_decay)
     trainable = [(n, p) for n, p in named if p.requires_grad]
     lrs: dict[int, float] = {}
+    layer_for: Callable[[str], int] = _one_layer
     if layer_decay is not None:
         if not 0.0 < layer_decay <= 1.0:
             raise ValueError(f"Invalid layer_decay value: {layer_decay} (expected 0 < d <= 1)")
@@ -162,14 +167,14 @@ def param_groups(
         if any(n.startswith("<") for n, _ in trainable):
             raise ValueError("layer_decay needs parameter names: pass the model or "
                              "model.named_parameters()")
-        layer_of = layer_of or numbered_layers(n for n, _ in trainable)
-        layers = {layer_of(n) for n, _ in trainable}
+        layer_for = layer_of or numbered_layers(n for n, _ in trainable)
+        layers = {layer_for(n) for n, _ in trainable}
         lrs = {layer: lr * layer_decay ** (max(layers) - layer) for layer in layers}
     elif layer_of is not None:
         raise ValueError("layer_of is used with layer_decay only")
     groups: dict[tuple[int, bool], dict[str, Any]] = {}
     for name, param in trainable:
-        layer = layer_of(name) if lrs else 0
+        layer = layer_for(name)
         decays = name not in exempt
         group = groups.get((layer, decays))
         if group is None:

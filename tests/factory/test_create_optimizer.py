@@ -24,6 +24,7 @@ HAND_BUILT = {
     "adamw": rectified.AdamW,
     "adabound": rectified.AdaBound,
     "amsbound": lambda p, **kw: rectified.AdaBound(p, amsbound=True, **kw),
+    "nadam": rectified.NAdam,
     "radam": rectified.RAdam,
     "ranger": rectified.Ranger,
 }

@@ -22,7 +22,7 @@ from torch.testing._internal.common_optimizers import OptimizerInfo, optim_db
 
 import rectified
 
-NAMES = ("SGD", "Adagrad", "RMSprop", "Adadelta", "Adam", "AdamW", "RAdam")
+NAMES = ("SGD", "Adagrad", "RMSprop", "Adadelta", "Adam", "AdamW", "NAdam", "RAdam")
 INFOS: dict[str, OptimizerInfo] = {
     info.optim_cls.__name__: info for info in optim_db if info.optim_cls.__name__ in NAMES
 }

@@ -9,6 +9,7 @@ from __future__ import annotations
 import io
 import math
 from collections.abc import Mapping, Sequence
+from typing import TypeVar
 
 import numpy as np
 from matplotlib.axes import Axes
@@ -74,7 +75,10 @@ def _clip_to_finite(ax: Axes) -> None:
             ax.set_ylim(low - 0.05 * (high - low), high + 0.05 * (high - low))
 
 
-def _errorbars(ax: Axes, series: Mapping[str, Mapping[float, Sequence[float]]]) -> None:
+X = TypeVar("X", int, float)  # the x of a line: a step budget or a learning rate
+
+
+def _errorbars(ax: Axes, series: Mapping[str, Mapping[X, Sequence[float]]]) -> None:
     """One line per series: mean ± sd over seeds at each x."""
     for name, by_x in series.items():
         xs = sorted(by_x)

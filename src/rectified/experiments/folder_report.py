@@ -54,9 +54,9 @@ def _figures(task: str, metric: str, runs: list[Run]) -> list[tuple[str, bytes]]
               figures.png_bytes(figures.curves(groups, [("train_loss", "training loss"),
                                                         ("metric", metric)], task)))]
     by_optimizer = group_by(runs, lambda r: r.spec.optimizer)
-    if any(len({r.spec.lr for r in group}) > 1 for group in by_optimizer.values()):
-        series = {name: {lr: [r.final for r in group if r.spec.lr == lr]
-                         for lr in sorted({r.spec.lr for r in group})}
+    if any(len({r.spec.resolved.lr for r in group}) > 1 for group in by_optimizer.values()):
+        series = {name: {lr: [r.final for r in group if r.spec.resolved.lr == lr]
+                         for lr in sorted({r.spec.resolved.lr for r in group})}
                   for name, group in by_optimizer.items()}
         drawn.append((f"Final {metric} against the learning rate",
                       figures.png_bytes(figures.final_vs_lr(series, metric, task))))

@@ -83,16 +83,16 @@ def variance_explanation(results: list[SectionResult]) -> SectionResult | None:
     both sections)."""
     by_key = {r.key: r for r in results}
     rescue = _status(by_key.get("adam2k"), "rescues Adam")
-    kinds = {kind: _status(by_key.get("untuned"), f"untuned {kind}")
-             for kind in ("linear", "exponential")}
-    if rescue is None or None in kinds.values():
+    linear = _status(by_key.get("untuned"), "untuned linear")
+    exponential = _status(by_key.get("untuned"), "untuned exponential")
+    if rescue is None or linear is None or exponential is None:
         return None
-    untuned = either(list(kinds.values()))
+    untuned = either([linear, exponential])
     result = SectionResult(KEY, TITLE, CLAIM)
     result.notes.append(f"Adam-2k: {RESCUE[rescue]}")
     result.notes.append(
-        "Untuned warmup on the Transformer (linear: " + kinds["linear"] + "; exponential: "
-        + kinds["exponential"] + f"; read together as one of them: {untuned}): "
+        "Untuned warmup on the Transformer (linear: " + linear + "; exponential: "
+        + exponential + f"; read together as one of them: {untuned}): "
         + UNTUNED[untuned])
     grid = [v for v in by_key.get("warmup", SectionResult("", "", "")).verdicts
             if "untuned" in v.claim]

@@ -85,6 +85,7 @@ RECIPES: dict[str, Recipe] = {
                {"decoupled_weight_decay": True, "weight_decay": 1e-2},
                description="RAdam with decoupled weight decay 0.01"),
         Recipe("adamw", rectified.AdamW, 1e-3, description="AdamW (weight decay 0.01)"),
+        Recipe("nadam", rectified.NAdam, 2e-3, description="NAdam"),
         Recipe("adabound", rectified.AdaBound, 1e-3, description="AdaBound"),
         Recipe("ranger", rectified.Ranger, 1e-3, description="Ranger = Lookahead(RAdam)"),
         Recipe("lookahead", _lookahead_adam, 1e-3, description="Lookahead(Adam)"),

@@ -100,7 +100,7 @@ def run(spec: RunSpec, folder: str | Path, *, progress: bool = False,
             raise ValueError(f"{folder} holds a different run; choose another folder")
         if is_complete(folder):
             return json.loads((folder / "summary.json").read_text())
-    if spec.batch_size % context.world_size:
+    if spec.resolved.batch_size % context.world_size:
         raise ValueError(f"batch size {spec.batch_size} does not divide among "
                          f"{context.world_size} processes")
     if context.is_main:
@@ -118,8 +118,9 @@ def _train(spec: RunSpec, folder: Path, context: distributed.Context, progress: 
     torch.manual_seed(spec.seed)
     problem = task.build(spec.task_options, context.device)
     model = distributed.wrap(problem.model, context)
-    prepared = recipes.build(spec.optimizer, problem.model.parameters(), spec.lr, spec.warmup,
-                             spec.optimizer_options)
+    resolved = spec.resolved
+    prepared = recipes.build(spec.optimizer, problem.model.parameters(), resolved.lr,
+                             resolved.warmup, spec.optimizer_options)
     optimizer, scheduler = prepared.optimizer, prepared.scheduler
     checkpoint_file = folder / "checkpoint.pt"
     start_step, elapsed = 0, 0.0
@@ -153,7 +154,7 @@ def _train(spec: RunSpec, folder: Path, context: distributed.Context, progress: 
     step = start_step
     metric = math.nan
     while step < spec.steps:
-        inputs, targets = problem.batch(step, spec.seed, spec.batch_size)
+        inputs, targets = problem.batch(step, spec.seed, resolved.batch_size)
         model.train()
         loss = problem.loss(model, distributed.shard(inputs, context),
                             distributed.shard(targets, context))
@@ -173,7 +174,7 @@ def _train(spec: RunSpec, folder: Path, context: distributed.Context, progress: 
         row: dict[str, Any] = {"step": step, "train_loss": train_loss, "metric": "",
                                "lr": float(lr), "seconds": time.perf_counter() - began}
         diverged = not math.isfinite(train_loss)
-        if step % spec.eval_every == 0 or step == spec.steps or diverged:
+        if step % resolved.eval_every == 0 or step == spec.steps or diverged:
             model.eval()
             metric = problem.evaluate(problem.model)
             row["metric"] = metric
@@ -230,7 +231,7 @@ def _backward(problem: tasks.Problem, model: torch.nn.Module, spec: RunSpec, ind
               context: distributed.Context) -> None:
     """Gradients of the training loss on batch ``index`` (Adam-2k's extra iterations read the
     batches after the run's last step, which training never reads)."""
-    inputs, targets = problem.batch(index, spec.seed, spec.batch_size)
+    inputs, targets = problem.batch(index, spec.seed, spec.resolved.batch_size)
     model.train()
     problem.loss(model, distributed.shard(inputs, context),
                  distributed.shard(targets, context)).backward()

@@ -7,11 +7,20 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import asdict, dataclass, field, fields, replace
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 
 from rectified.experiments import recipes, tasks
+
+
+class Resolved(NamedTuple):
+    """The values :meth:`RunSpec.resolve` fills in, as the numbers they then are."""
+
+    lr: float
+    batch_size: int
+    eval_every: int
+    warmup: int
 
 
 @dataclass(frozen=True)
@@ -64,6 +73,14 @@ class RunSpec:
         return replace(self, lr=float(lr), batch_size=batch_size, eval_every=eval_every,
                        warmup=warmup, task_options=json.loads(json.dumps(task_options)),
                        optimizer_options=json.loads(json.dumps(self.optimizer_options)))
+
+    @property
+    def resolved(self) -> Resolved:
+        """lr, batch size, evaluation interval and warmup of a resolved spec."""
+        if (self.lr is None or self.batch_size is None or self.eval_every is None
+                or self.warmup is None):
+            raise ValueError("the run spec is not resolved (call resolve() first)")
+        return Resolved(self.lr, self.batch_size, self.eval_every, self.warmup)
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2, sort_keys=True)

@@ -120,7 +120,7 @@ def run_all(specs: Iterable[RunSpec], out_dir: str | Path, jobs: int = 1,
                 bar.update(1)
     else:
         own = workers is None
-        pool_owner = Workers(min(jobs, len(pending))) if own else workers
+        pool_owner = workers if workers is not None else Workers(min(jobs, len(pending)))
         try:
             futures = {pool_owner.pool.submit(_run_one, *todo[i]): i for i in pending}
             waiting = set(futures)

@@ -158,6 +158,8 @@ class TransformerLanguageModel(nn.Module):
     """A causal Transformer with LayerNorm after each residual block (post-LN, as in the
     original Transformer and the paper's NMT models), which is what makes it warmup-sensitive."""
 
+    mask: Tensor  # the causal mask, a buffer
+
     def __init__(self, vocab: int, width: int, depth: int, heads: int, seq_len: int) -> None:
         super().__init__()
         self.embedding = nn.Embedding(vocab, width)

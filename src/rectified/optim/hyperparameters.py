@@ -111,6 +111,9 @@ HYPERPARAMETERS: dict[str, Hyperparameter] = {
                                 "dampening τ of the momentum"),
     "nesterov": Hyperparameter(flag("nesterov"), "Nesterov momentum (needs momentum > 0 and "
                                "no dampening)", "bool"),
+    "momentum_decay": Hyperparameter(
+        in_range("momentum_decay", 0.0), "ψ of NAdam's momentum schedule μ_t = β1 (1 - ½ · "
+        "0.96^(t ψ))"),
     "lr_decay": Hyperparameter(in_range("lr_decay", 0.0), "learning-rate decay η"),
     "initial_accumulator_value": Hyperparameter(
         in_range("initial_accumulator_value", 0.0), "starting value of the sum S"),

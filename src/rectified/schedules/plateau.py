@@ -31,7 +31,8 @@ MODES = ("min", "max")
 THRESHOLD_MODES = ("rel", "abs")
 
 
-def _lrs(optimizer: Optimizer) -> list[float]:
+def _lrs(optimizer: Optimizer) -> list[float | Tensor]:
+    """Each group's lr as a float (typed as torch's ``LRScheduler`` keeps them)."""
     return [float(group["lr"]) for group in optimizer.param_groups]
 
 
@@ -152,7 +153,7 @@ class ReduceOnPlateau(LRScheduler):
                 else:
                     group["lr"] = new
 
-    def get_lr(self) -> list[float]:
+    def get_lr(self) -> list[float | Tensor]:
         return _lrs(self.optimizer)
 
     def state_dict(self) -> dict[str, Any]:

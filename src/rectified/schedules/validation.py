@@ -27,14 +27,15 @@ def check_real(
     """A finite real number in [low, high] (bounds made strict by ``low_open``/``high_open``)."""
     if isinstance(value, bool) or not isinstance(value, Real) or not math.isfinite(value):
         raise ValueError(f"Invalid {name} value: {value!r} (expected a finite number)")
-    above = value > low if low_open else value >= low
-    below = value < high if high_open else value <= high
+    x = float(value)
+    above = x > low if low_open else x >= low
+    below = x < high if high_open else x <= high
     if not (above and below):
         left = "(" if low_open else "["
         right = ")" if high_open else "]"
         interval = f"{left}{low}, {high}{right}"
         raise ValueError(f"Invalid {name} value: {value!r} (expected a number in {interval})")
-    return float(value)
+    return x
 
 
 def check_increasing_steps(name: str, values: Any) -> tuple[int, ...]:

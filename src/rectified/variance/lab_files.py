@@ -106,7 +106,7 @@ def _write_figures(out_dir: Path, parts: dict[str, Any]) -> dict[str, str]:
         plot_theory_vs_simulation,
     )
 
-    figures: dict[str, str] = {}
+    figures: dict[str, Path] = {}
     by_rho, by_step, rect, runs = parts["rho"], parts["step"], parts["rect"], parts["runs"]
 
     ax = plot_theory_vs_simulation(
@@ -151,8 +151,11 @@ def _write_figures(out_dir: Path, parts: dict[str, Any]) -> dict[str, str]:
     figure = Figure(figsize=(11.0, 3.2 * len(records)), layout="constrained")
     axes = figure.subplots(len(records), 2, squeeze=False)
     for row, (name, record) in zip(axes, records.items()):
-        plot_histogram_heatmap(*record.gradient_histogram(), ax=row[0], title=f"{name}: |gradient|")
-        plot_histogram_heatmap(*record.update_histogram(), ax=row[1], title=f"{name}: |update|")
+        for ax, (steps, edges, counts), what in (
+            (row[0], record.gradient_histogram(), "gradient"),
+            (row[1], record.update_histogram(), "update"),
+        ):
+            plot_histogram_heatmap(steps, edges, counts, ax=ax, title=f"{name}: |{what}|")
     figures["histograms"] = out_dir / "histograms.png"
     figure.savefig(figures["histograms"], dpi=100)
     return {name: str(path) for name, path in figures.items()}

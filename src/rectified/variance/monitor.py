@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -53,8 +53,8 @@ def _check_int(name: str, value: Any, least: int) -> int:
 def _state_owner(optimizer: torch.optim.Optimizer) -> torch.optim.Optimizer:
     """The optimizer that holds ``exp_avg_sq``: the innermost one of Lookahead-style wrappers."""
     owner = optimizer
-    while isinstance(getattr(owner, "optimizer", None), torch.optim.Optimizer):
-        owner = owner.optimizer
+    while isinstance(inner := getattr(owner, "optimizer", None), torch.optim.Optimizer):
+        owner = inner
     return owner
 
 
@@ -110,24 +110,25 @@ def log_histogram_(x: Tensor, bins: int, lo: float, hi: float) -> Tensor:
     return torch.bincount(_bin_positions_(x, bins, lo, hi), minlength=bins + 1)[:bins]
 
 
-def log_histograms_(pieces: list[Tensor | None], bins: int, lo: float, hi: float) -> np.ndarray:
+def log_histograms_(pieces: Sequence[Tensor | None], bins: int, lo: float,
+                    hi: float) -> np.ndarray:
     """[len(pieces), bins] counts as :func:`log_histogram_` of each piece (None: no counts).
 
     One batch of kernels for all pieces: a step's cost must not grow with per-tensor overhead.
     """
     counts = np.zeros((len(pieces), bins), dtype=np.int64)
-    present = [i for i, x in enumerate(pieces) if x is not None and x.numel() > 0]
+    present = [(i, x) for i, x in enumerate(pieces) if x is not None and x.numel() > 0]
     if not present:
         return counts
-    device = pieces[present[0]].device
-    values = [pieces[i].reshape(-1).to(device) for i in present]
+    device = present[0][1].device
+    values = [x.reshape(-1).to(device) for _, x in present]
     values = [x.abs() if x.is_complex() else x for x in values]
     positions = _bin_positions_(torch.cat(values), bins, lo, hi)
     sizes = torch.tensor([x.numel() for x in values], device=device)
     offsets = torch.arange(len(present), device=device, dtype=torch.int32) * (bins + 1)
     positions += torch.repeat_interleave(offsets, sizes)
     batched = torch.bincount(positions, minlength=len(present) * (bins + 1))
-    counts[present] = batched.view(len(present), bins + 1)[:, :bins].cpu().numpy()
+    counts[[i for i, _ in present]] = batched.view(len(present), bins + 1)[:, :bins].cpu().numpy()
     return counts
 
 
@@ -306,7 +307,8 @@ class VarianceMonitor:
 
     def _thin(self) -> None:
         """Keep every other record (steps 1, 1 + 2 every, ...) and sample half as often."""
-        for records in (self._steps, self._gradient_counts, self._update_counts, self._lr_stats):
+        self._steps[:] = self._steps[::2]
+        for records in (self._gradient_counts, self._update_counts, self._lr_stats):
             records[:] = records[::2]
         self.every *= 2
 

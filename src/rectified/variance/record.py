@@ -137,14 +137,11 @@ class MonitorRecord:
 
     def save(self, path: str | os.PathLike) -> None:
         """Write the record to ``path`` (an ``.npz`` archive, written at exactly that path)."""
-        arrays = {name: np.asarray(getattr(self, name)) for name in _ARRAYS}
+        arrays: dict[str, Any] = {name: np.asarray(getattr(self, name)) for name in _ARRAYS}
+        arrays["layers"] = np.array(self.layers, dtype=np.str_)
+        arrays["info"] = np.array(json.dumps(self.info))
         with open(path, "wb") as file:
-            np.savez_compressed(
-                file,
-                layers=np.array(self.layers, dtype=np.str_),
-                info=np.array(json.dumps(self.info)),
-                **arrays,
-            )
+            np.savez_compressed(file, **arrays)
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> MonitorRecord:

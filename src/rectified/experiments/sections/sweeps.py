@@ -106,14 +106,17 @@ def analyze_warmup(runs: list[Run], result: SectionResult) -> None:
     pick = max if higher else min
     cells: dict[str, dict[float, list[Run]]] = {}
     for run in runs:
-        cells.setdefault(_series_name(run), {}).setdefault(run.spec.lr, []).append(run)
+        cells.setdefault(_series_name(run), {}).setdefault(run.spec.resolved.lr, []).append(run)
     fixed = sorted((n for n in cells if n.startswith("adam-warmup")),
                    key=lambda n: int(n.split()[-1]))
     others = [n for n in ("radam", *UNTUNED) if n in cells]
     series = {name: {lr: finals(group) for lr, group in cells[name].items()}
               for name in (*fixed, *others)}
-    matches, sensitive, untuned, rows = [], [], {n: [] for n in UNTUNED}, []
-    for lr in sorted({r.spec.lr for r in runs}):
+    matches: list[verdicts.Verdict] = []
+    sensitive: list[verdicts.Verdict] = []
+    untuned: dict[str, list[verdicts.Verdict]] = {n: [] for n in UNTUNED}
+    rows: list[list[str]] = []
+    for lr in sorted({r.spec.resolved.lr for r in runs}):
         warm = {name: cells[name][lr] for name in fixed if lr in cells[name]}
         radam = cells.get("radam", {}).get(lr, [])
         if not warm:
