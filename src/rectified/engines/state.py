@@ -106,7 +106,7 @@ def check_gradients(owner: str, params: Sequence[Tensor], state: StateMap | None
             )
         entry = state.get(p) if state is not None else None
         for key in keys if entry else ():
-            value = entry.get(key)
+            value = cast(dict, entry).get(key)
             if not isinstance(value, Tensor):
                 continue
             if value.shape != p.shape:

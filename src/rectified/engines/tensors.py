@@ -103,9 +103,9 @@ def overlapping(slots: Slots, read_only: Sequence[int] = ()) -> list[int]:
     for slot, tensors in enumerate(slots):
         written = slot not in read_only
         for index, tensor in enumerate(tensors):
-            span = _memory_span(tensor)
-            if span is not None:
-                device, start, end = span
+            memory = _memory_span(tensor)
+            if memory is not None:
+                device, start, end = memory
                 spans.append((str(device), start, end, index, written))
     spans.sort(key=lambda span: span[:2])
     flagged: set[int] = set()

@@ -93,7 +93,7 @@ class Lookahead(torch.optim.Optimizer):
         check_k(k)
         check_alpha(alpha)
         self.optimizer = optimizer
-        self.level = optimizer.level + 1 if isinstance(optimizer, Lookahead) else 1
+        self.level: int = optimizer.level + 1 if isinstance(optimizer, Lookahead) else 1
         keys = self.keys
         self.defaults = {**optimizer.defaults, keys.k: k, keys.alpha: alpha}
         self.state: LookaheadState = LookaheadState(optimizer, keys.slow)

@@ -151,13 +151,13 @@ class FusedEngine(Engine):
         call = cuda.adam_call(program) if on_cuda else None
         if call is None:
             return skipped, aliased
-        shared = {on_cuda[i] for i in overlapping(select(slots, on_cuda), read_only)}
-        on_cuda = [i for i in on_cuda if i not in shared]
+        overlap = {on_cuda[i] for i in overlapping(select(slots, on_cuda), read_only)}
+        on_cuda = [i for i in on_cuda if i not in overlap]
         try:
             if on_cuda:
                 cuda.run_(call, select(slots, on_cuda))
         except ValueError:  # e.g. float32 state beside bfloat16 parameters; nothing was written
             return skipped, aliased
         taken = set(on_cuda)
-        return [i for i in skipped if i not in taken and i not in shared], aliased + sorted(shared)
+        return [i for i in skipped if i not in taken and i not in overlap], aliased + sorted(overlap)
 

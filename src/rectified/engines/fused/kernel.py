@@ -31,6 +31,7 @@ import time
 import warnings
 from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -111,6 +112,7 @@ def failure_note(target: Path) -> Path:
 def _exclusive(folder: Path) -> Iterator[None]:
     """Hold the cache folder's build lock, so that processes starting together (torchrun, a
     sweep's jobs) compile once; the others wait and then find the library."""
+    fcntl: Any
     try:
         import fcntl
     except ImportError:  # not POSIX: concurrent builds stay correct, only redundant

@@ -102,7 +102,9 @@ class GroupPlan:
             return None
         if eps_underflows(group, {p.dtype for p in params}):
             return None  # those parameters run foreach (see FusedEngine.apply)
-        slots = [list(params), [p.grad for p in params], *([s[k] for s in states] for k in keys)]
+        slots: list[list[Tensor]] = [
+            list(params), [cast(Tensor, p.grad) for p in params],
+            *([s[k] for s in states] for k in keys)]
         if kernel.overlapping(slots, (1,)):
             return None  # parameters sharing memory run one at a time, never in one pass
         return cls(group, params, states, keys, counts[0])
