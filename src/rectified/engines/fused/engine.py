@@ -158,6 +158,6 @@ class FusedEngine(Engine):
                 cuda.run_(call, select(slots, on_cuda))
         except ValueError:  # e.g. float32 state beside bfloat16 parameters; nothing was written
             return skipped, aliased
-        taken = set(on_cuda)
-        return [i for i in skipped if i not in taken and i not in overlap], aliased + sorted(overlap)
+        taken = set(on_cuda) | overlap
+        return [i for i in skipped if i not in taken], aliased + sorted(overlap)
 
