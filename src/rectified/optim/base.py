@@ -91,6 +91,8 @@ class RuleOptimizer(torch.optim.Optimizer):
     rule: ClassVar[UpdateRule]
     summary: ClassVar[str] = ""
     arg_docs: ClassVar[dict[str, str]] = {}
+    # per-parameter state entries that are one number, not a tensor of the parameter's shape
+    scalar_state_keys: ClassVar[tuple[str, ...]] = ()
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)

@@ -48,6 +48,10 @@ def check_state_dict(optimizer: torch.optim.Optimizer, state_dict: Mapping[str, 
             f"the optimizer has {len(groups)}"
         )
     saved_state = state_dict["state"]
+    inner: Any = optimizer
+    while isinstance(getattr(inner, "optimizer", None), torch.optim.Optimizer):
+        inner = inner.optimizer  # a wrapper saves its inner optimizer's state
+    scalars: tuple[str, ...] = getattr(inner, "scalar_state_keys", ())
     for index, (group, saved) in enumerate(zip(groups, saved_groups)):
         if len(group["params"]) != len(saved["params"]):
             raise ValueError(
@@ -62,11 +66,17 @@ def check_state_dict(optimizer: torch.optim.Optimizer, state_dict: Mapping[str, 
                     f"state of parameter {position} in group {index} is a "
                     f"{type(entry).__name__}, not a dict"
                 )
-            _check_keys(entry, needed, optimizer, f"parameter {position} in group {index}")
+            _check_keys(entry, needed, optimizer, f"parameter {position} in group {index}",
+                        scalars)
             for key, value in entry.items():
                 where = f"state {key!r} of parameter {position} in group {index}"
                 if key == "step":
                     _check_step(value, where)
+                    continue
+                if key in scalars:  # one number per parameter (NAdam's mu_product)
+                    if not isinstance(value, float | Tensor) or (
+                            isinstance(value, Tensor) and value.numel() != 1):
+                        raise ValueError(f"{where} must be one number, got {value!r}")
                     continue
                 if not isinstance(value, Tensor):
                     continue
@@ -101,13 +111,14 @@ def _needed_keys(optimizer: torch.optim.Optimizer, saved: Mapping[str, Any],
 
 
 def _check_keys(entry: Mapping[str, Any], needed: tuple[str, ...],
-                optimizer: torch.optim.Optimizer, where: str) -> None:
+                optimizer: torch.optim.Optimizer, where: str, scalars: tuple[str, ...]) -> None:
     if not entry:
         return
     missing = [key for key in needed if not isinstance(entry.get(key), Tensor)]
     if not missing:
         return
-    other = sorted(str(key) for key in entry if key != "step" and key not in needed)
+    other = sorted(str(key) for key in entry
+                   if key != "step" and key not in needed and key not in scalars)
     found = f"has {', '.join(map(repr, other))} and " if other else ""
     raise ValueError(
         f"state of {where} {found}lacks {', '.join(map(repr, missing))}, which "

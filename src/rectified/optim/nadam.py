@@ -1,14 +1,14 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor
 from torch.optim.optimizer import _get_scalar_dtype
 
 from rectified.optim.base import RuleOptimizer, StateDict
-from rectified.optim.checkpoints import detached_copy
+from rectified.optim.checkpoints import check_state_dict, detached_copy
 from rectified.rules import nadam as nadam_rule
 from rectified.rules.adam import betas_of
 
@@ -20,6 +20,7 @@ class NAdam(RuleOptimizer):
                "checkpoints load both ways: each parameter's state also holds torch's "
                "``mu_product`` (Π_t, a function of the step, written after each step).")
     rule = nadam_rule.NADAM_RULE
+    scalar_state_keys: ClassVar[tuple[str, ...]] = (PRODUCT,)
 
     def __init__(
         self,
@@ -99,15 +100,10 @@ class NAdam(RuleOptimizer):
     def load_state_dict(self, state_dict: StateDict) -> None:
         # ``mu_product`` is one number per parameter, not a tensor of the parameter's shape:
         # it is checked here, and kept as saved (torch would cast it to the parameter's dtype).
-        products = {}
-        for saved_id, entry in state_dict.get("state", {}).items():
-            if PRODUCT in entry:
-                value = entry[PRODUCT]
-                if not (isinstance(value, float) or (isinstance(value, Tensor)
-                                                     and value.numel() == 1)):
-                    raise ValueError(f"state {PRODUCT!r} of parameter {saved_id} must be one "
-                                     f"number, got {value!r}")
-                products[saved_id] = value
+        products = {saved_id: entry[PRODUCT]
+                    for saved_id, entry in state_dict.get("state", {}).items()
+                    if isinstance(entry, dict) and PRODUCT in entry}
+        check_state_dict(self, state_dict)  # mu_product too, as one number per parameter
         without = {k: v for k, v in state_dict.items() if k != "state"}
         if "state" in state_dict:
             without["state"] = {saved_id: {k: v for k, v in entry.items() if k != PRODUCT}
