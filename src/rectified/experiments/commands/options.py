@@ -19,7 +19,7 @@ def add_task_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--eval-every", type=int, default=None,
                         help="evaluate every N steps (default: steps // 10)")
     parser.add_argument("--warmup", type=int, default=None,
-                        help="warmup steps of adam-warmup / frozen steps of adam-2k "
+                        help="warmup steps of adam-warmup / extra v-only iterations of adam-2k "
                              "(default: steps // 10)")
     parser.add_argument("--monitor-steps", type=int, default=0,
                         help="record |gradient| histograms over the first N steps")
