@@ -72,6 +72,11 @@ def test_matches_torch(case, engine, request):
     assert_same_state(our_opt, their_opt, our_params, their_params)
 
 
+# Not inputs of the derivative: step counters, and NAdam's mu_product, a number per parameter
+# that rectified's rule takes as a plain number of the step (documented in docs/optimizers.md).
+NOT_DIFFERENTIATED = ("step", "mu_product")
+
+
 def _given_first_state(name: str, kwargs) -> bool:
     """Whether the state entering the first step is given as an input too. torch's SGD makes its
     first momentum buffer a detached copy of the gradient, so its derivatives through a first
@@ -110,7 +115,8 @@ def _gradients_through_steps(cls, kwargs, state_keys=None, first_state=False):
                     state = optimizer.state[p]
                     keys = state_keys if state_keys is not None else sorted(
                         k for k, v in state.items()
-                        if k != "step" and torch.is_tensor(v) and v.is_floating_point())
+                        if k not in NOT_DIFFERENTIATED and torch.is_tensor(v)
+                        and v.is_floating_point())
                     for key in keys:
                         leaf = state[key].detach().clone().requires_grad_()
                         inputs.append(leaf)
