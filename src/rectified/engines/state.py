@@ -91,38 +91,55 @@ def check_gradients(owner: str, params: Sequence[Tensor], state: StateMap | None
     """
     for position, p in enumerate(params):
         grad = cast(Tensor, p.grad)
-        if grad.is_sparse:
-            raise RuntimeError(f"{owner} does not support sparse gradients")
-        if grad.shape != p.shape:
-            raise RuntimeError(
-                f"{owner}: gradient shape {tuple(grad.shape)} does not match parameter shape "
-                f"{tuple(p.shape)}"
-            )
-        lazy = _lazy_bit(p)
-        if lazy:
-            raise RuntimeError(
-                f"{owner}: parameter {position} is a lazily {lazy} view; give it resolved "
-                "values first (p.data = p.data.resolve_conj().resolve_neg())"
-            )
-        entry = state.get(p) if state is not None else None
-        for key in keys if entry else ():
-            value = cast(dict, entry).get(key)
-            if not isinstance(value, Tensor):
-                continue
-            if value.shape != p.shape:
-                raise RuntimeError(
-                    f"{owner}: state {key!r} of parameter {position} has shape "
-                    f"{tuple(value.shape)}, the parameter has shape {tuple(p.shape)} "
-                    "(was the parameter resized? a resized parameter needs fresh state)"
-                )
-            lazy = _lazy_bit(value)
-            if lazy:
-                raise RuntimeError(
-                    f"{owner}: state {key!r} of parameter {position} is a lazily {lazy} view"
-                )
+        shape = p.shape
+        # One cheap test per tensor; the message is found only when something is wrong.
+        unfit = grad.is_sparse or grad.shape != shape or p.is_conj() or p.is_neg()
+        entry = state.get(p) if state is not None and not unfit else None
+        if entry:
+            for key in keys:
+                value = entry.get(key)
+                if isinstance(value, Tensor) and (
+                        value.shape != shape or value.is_conj() or value.is_neg()):
+                    unfit = True
+                    break
+        if unfit:
+            _raise_unfit(owner, position, p, grad, state.get(p, {}) if state else {}, keys)
     if group is not None:  # parameters with another state_dtype compute in float32 or wider
         chosen = group.get("state_dtype")
         eps_underflows(group, {p.dtype for p in params if chosen in (None, p.dtype)}, warn=True)
+
+
+def _raise_unfit(owner: str, position: int, p: Tensor, grad: Tensor, entry: Mapping[str, Any],
+                 keys: Sequence[str]) -> None:
+    """The error of a parameter that :func:`check_gradients` found unfit."""
+    if grad.is_sparse:
+        raise RuntimeError(f"{owner} does not support sparse gradients")
+    if grad.shape != p.shape:
+        raise RuntimeError(
+            f"{owner}: gradient shape {tuple(grad.shape)} does not match parameter shape "
+            f"{tuple(p.shape)}"
+        )
+    lazy = _lazy_bit(p)
+    if lazy:
+        raise RuntimeError(
+            f"{owner}: parameter {position} is a lazily {lazy} view; give it resolved "
+            "values first (p.data = p.data.resolve_conj().resolve_neg())"
+        )
+    for key in keys:
+        value = entry.get(key)
+        if not isinstance(value, Tensor):
+            continue
+        if value.shape != p.shape:
+            raise RuntimeError(
+                f"{owner}: state {key!r} of parameter {position} has shape "
+                f"{tuple(value.shape)}, the parameter has shape {tuple(p.shape)} "
+                "(was the parameter resized? a resized parameter needs fresh state)"
+            )
+        lazy = _lazy_bit(value)
+        if lazy:
+            raise RuntimeError(
+                f"{owner}: state {key!r} of parameter {position} is a lazily {lazy} view"
+            )
 
 
 def _lazy_bit(tensor: Tensor) -> str:
