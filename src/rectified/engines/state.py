@@ -56,6 +56,19 @@ def state_of(
     return state
 
 
+_looked_for_kernel = False
+
+
+def _kernel_built() -> bool:
+    """Whether the kernel is loaded, loading it once per process if it was built (a foreach
+    optimizer's counters use it too; nothing is compiled for them)."""
+    global _looked_for_kernel
+    if not kernel.is_loaded() and not _looked_for_kernel:
+        _looked_for_kernel = True
+        kernel.load(build_if_missing=False)
+    return kernel.is_loaded()
+
+
 def advance_steps_(steps: list[Tensor]) -> list[int]:
     """Add 1 to every step tensor and return the new counts (one host read for all).
 
@@ -65,7 +78,7 @@ def advance_steps_(steps: list[Tensor]) -> list[int]:
     """
     if not steps:
         return []
-    if kernel.is_loaded() and not torch.compiler.is_compiling():
+    if _kernel_built() and not torch.compiler.is_compiling():
         try:
             return [int(v) for v in kernel.advance_steps_(steps)]
         except RuntimeError:  # counters off the CPU: checked before any was changed
