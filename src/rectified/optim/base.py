@@ -33,6 +33,7 @@ from torch.optim.optimizer import _get_scalar_dtype
 from rectified.engines import GroupStep, Stepper, state_dtype
 from rectified.optim._doc import arguments, with_algorithm
 from rectified.optim.checkpoints import check_state_dict, detached_copy
+from rectified.optim.eager import eager_step
 from rectified.optim.flags import check_capturable_devices, check_engine_flags
 from rectified.optim.hyperparameters import check_hyperparameters
 from rectified.optim.nonfinite import all_finite
@@ -136,10 +137,7 @@ class RuleOptimizer(torch.optim.Optimizer):
         """Hook for groups that need derived keys (e.g. AdaBound's ``base_lr``)."""
 
     # -- stepping ----------------------------------------------------------------------------
-    # Under torch.compile the step is a graph break and runs eagerly: its per-step scalars are
-    # Python numbers of the step count (traced, every step would compile anew), and the fused
-    # kernel is already one pass over the tensors.
-    @torch.compiler.disable(reason="rectified optimizers step eagerly")
+    @eager_step  # a graph break under torch.compile (see rectified.optim.eager)
     def step(self, closure: Callable[[], Any] | None = None) -> Any:
         """One optimization step; ``closure`` re-evaluates the model and returns the loss.
 

@@ -31,6 +31,7 @@ from torch import Tensor
 
 from rectified.engines import Stepper
 from rectified.optim.checkpoints import detached_copy
+from rectified.optim.eager import eager_step
 from rectified.wrappers.checkpoint import check_lookahead_checkpoint
 from rectified.wrappers.keys import LookaheadKeys, check_alpha, check_k, keys_for
 
@@ -139,7 +140,7 @@ class Lookahead(torch.optim.Optimizer):
     def zero_grad(self, set_to_none: bool = True) -> None:
         self.optimizer.zero_grad(set_to_none=set_to_none)
 
-    @torch.compiler.disable(reason="rectified optimizers step eagerly")  # see RuleOptimizer
+    @eager_step  # see RuleOptimizer.step
     @torch.no_grad()
     def step(self, closure: Callable[[], Any] | None = None) -> Any:
         """One inner step; every ``k``-th step of a group also moves its slow weights.
