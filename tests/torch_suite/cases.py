@@ -170,3 +170,19 @@ def assert_same_state(ours: torch.optim.Optimizer, theirs: torch.optim.Optimizer
 
 def fresh(value: Any) -> Any:
     return copy.deepcopy(value)
+
+
+def assert_same_outcome(run_ours: Callable[[], Any], run_theirs: Callable[[], Any]) -> None:
+    """Both raise the same error, or both return ``(optimizer, params)`` with equal parameters
+    and state."""
+    theirs, ours = outcome(run_theirs), outcome(run_ours)
+    if theirs[0] == "raised":
+        assert ours[0] == "raised", f"torch raises {theirs[1]!r}; rectified does not"
+        assert_same_error(ours[1], theirs[1])
+        return
+    if ours[0] == "raised":
+        raise ours[1]
+    (our_opt, our_params), (their_opt, their_params) = ours[1], theirs[1]
+    for i, (p, q) in enumerate(zip(our_params, their_params)):
+        assert_close(p, q, f"parameter {i}")
+    assert_same_state(our_opt, their_opt, our_params, their_params)

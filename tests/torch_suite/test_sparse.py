@@ -14,7 +14,7 @@ from tests.torch_suite.cases import (
     NAMES,
     assert_close,
     assert_same_error,
-    assert_same_state,
+    assert_same_outcome,
     configuration_ids,
     configurations,
     engine_flags,
@@ -75,18 +75,8 @@ def test_sparse_gradients_match_torch(case, engine, request):
         request.getfixturevalue("fused_kernel")
     kwargs = configurations(name)[index]
     ours_flags, torch_flags = engine_flags(name, engine)
-    theirs = outcome(lambda: _run(torch_class(name), kwargs, torch_flags))
-    ours = outcome(lambda: _run(ours_class(name), kwargs, ours_flags))
-    if theirs[0] == "raised":
-        assert ours[0] == "raised", f"torch raises {theirs[1]!r}; rectified does not"
-        assert_same_error(ours[1], theirs[1])
-        return
-    if ours[0] == "raised":
-        raise ours[1]
-    (our_opt, our_params), (their_opt, their_params) = ours[1], theirs[1]
-    for i, (p, q) in enumerate(zip(our_params, their_params)):
-        assert_close(p, q, f"parameter {i}")
-    assert_same_state(our_opt, their_opt, our_params, their_params)
+    assert_same_outcome(lambda: _run(ours_class(name), kwargs, ours_flags),
+                        lambda: _run(torch_class(name), kwargs, torch_flags))
 
 
 def _embedding_run(cls, kwargs):
