@@ -9,6 +9,7 @@ from torch.optim.optimizer import _get_scalar_dtype
 
 from rectified.optim.base import RuleOptimizer, StateDict
 from rectified.optim.checkpoints import check_state_dict, detached_copy
+from rectified.optim.eager import eager_step
 from rectified.rules import nadam as nadam_rule
 from rectified.rules.adam import betas_of
 
@@ -42,14 +43,15 @@ class NAdam(RuleOptimizer):
     ) -> None:
         super().__init__(params, locals())
 
-    @torch.no_grad()
+    @eager_step  # a graph break under torch.compile, as RuleOptimizer.step
     def step(self, closure: Callable[[], Any] | None = None) -> Any:
         """One optimization step; ``closure`` re-evaluates the model and returns the loss."""
         loss = None
         if closure is not None:  # first, so the gradients it makes are the ones stepped
             with torch.enable_grad():
                 loss = closure()
-        products = [self._next_products(group) for group in self.param_groups]
+        with torch.no_grad():
+            products = [self._next_products(group) for group in self.param_groups]
         skips = sum(group.get("nonfinite_skips", 0) for group in self.param_groups)
         try:
             super().step()

@@ -76,6 +76,18 @@ def update_moments_(
     ops.addcmul_(exp_avg_sqs, grads, grads, 1 - beta2)
 
 
+def decayed_gradients_(
+    ops: TensorListOps, params: TensorList, grads: TensorList, step: MomentsStep
+) -> TensorList:
+    """θ <- decay θ (decoupled weight decay); return the effective gradient g' (negated under
+    maximize, plus λ θ for coupled decay)."""
+    if step.decay != 1.0:
+        ops.mul_(params, step.decay)
+    return effective_gradients(
+        ops, params, grads, maximize=step.maximize, weight_decay=step.weight_decay
+    )
+
+
 def gradients_and_moments_(
     ops: TensorListOps,
     params: TensorList,
@@ -87,11 +99,7 @@ def gradients_and_moments_(
 ) -> TensorList:
     """Decay, the effective gradient and the moments; return the v that normalises the step
     (v_t, or max(v_1..v_t) under AMSGrad, Reddi et al.)."""
-    if step.decay != 1.0:
-        ops.mul_(params, step.decay)
-    grads = effective_gradients(
-        ops, params, grads, maximize=step.maximize, weight_decay=step.weight_decay
-    )
+    grads = decayed_gradients_(ops, params, grads, step)
     update_moments_(ops, grads, exp_avgs, exp_avg_sqs, step.beta1, step.beta2)
     if max_exp_avg_sqs is None:
         return exp_avg_sqs

@@ -27,15 +27,13 @@ from typing import Any, NamedTuple
 from torch import Tensor
 
 from rectified.rules.adam import betas_of, weight_decay_operands
-from rectified.rules.base import (
-    TensorList,
-    TensorListOps,
-    UpdateRule,
-    effective_gradients,
-    scalar,
-    zeros_like,
+from rectified.rules.base import TensorList, TensorListOps, UpdateRule, scalar, zeros_like
+from rectified.rules.moments import (
+    MomentsStep,
+    bias_corrections,
+    decayed_gradients_,
+    update_moments_,
 )
-from rectified.rules.moments import bias_corrections, update_moments_
 
 DEFAULT_MOMENTUM_DECAY = 4e-3
 # group key, present during a step: {step count t: Π_t} of the group's parameters
@@ -94,11 +92,8 @@ class NAdamRule(UpdateRule):
         beta1, beta2 = betas_of(group)
         coefficients = nadam_coefficients(step, lr, beta1, group["momentum_decay"],
                                           group.get(PRODUCTS, {}).get(step))
-        decay = weight_decay_operands(group, lr)
-        if decay.get("decay", 1.0) != 1.0:
-            ops.mul_(params, decay["decay"])
-        grads = effective_gradients(ops, params, grads, maximize=decay["maximize"],
-                                    weight_decay=decay.get("weight_decay", 0.0))
+        moments = MomentsStep(beta1=beta1, beta2=beta2, **weight_decay_operands(group, lr))
+        grads = decayed_gradients_(ops, params, grads, moments)
         exp_avgs, exp_avg_sqs = state["exp_avg"], state["exp_avg_sq"]
         update_moments_(ops, grads, exp_avgs, exp_avg_sqs, beta1, beta2)
         denom = ops.sqrt(exp_avg_sqs)
