@@ -23,13 +23,14 @@ from __future__ import annotations
 from collections import OrderedDict, defaultdict
 from collections.abc import Callable, Iterable, Mapping
 from itertools import chain, repeat
-from operator import contains, is_
+from operator import contains
 from typing import Any
 
 import torch
 from torch import Tensor
 
 from rectified.engines import Stepper
+from rectified.engines.identity import same_objects
 from rectified.optim.checkpoints import detached_copy
 from rectified.optim.eager import eager_step
 from rectified.wrappers.checkpoint import check_lookahead_checkpoint
@@ -187,10 +188,8 @@ class Lookahead(torch.optim.Optimizer):
             entries = self.state.values()
             if (
                 sizes == known_sizes
-                and len(params) == len(known_params)
-                and all(map(is_, params, known_params))
-                and len(entries) == len(known_entries)
-                and all(map(is_, entries, known_entries))
+                and same_objects(params, known_params)
+                and same_objects(entries, known_entries)
                 and all(map(contains, known_entries, repeat(slow)))
             ):
                 return owned

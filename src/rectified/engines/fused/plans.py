@@ -32,6 +32,7 @@ from torch import Tensor
 from rectified.engines.engine import update
 from rectified.engines.fused import kernel
 from rectified.engines.fused.program import trace
+from rectified.engines.identity import same_objects
 from rectified.engines.state import eps_underflows
 from rectified.rules.base import UpdateRule
 
@@ -114,9 +115,7 @@ class GroupPlan:
         members = group["params"]
         if group is not self.group or tuple(keys) != self.keys:
             return False
-        if len(members) != len(self.group_params) or not all(
-            map(is_, members, self.group_params)
-        ):
+        if not same_objects(members, self.group_params):
             return False
         # The whole state mapping, entry by entry in order: cheaper than looking up each
         # parameter (a tensor's hash is a Python call), and any entry replaced, added or removed
@@ -125,9 +124,7 @@ class GroupPlan:
             self.state_map, self.state_entries = state, tuple(state.values())
             if not all(map(is_, map(state.get, self.params), self.states)):
                 return False
-        if state is not self.state_map or len(state) != len(self.state_entries) or not all(
-            map(is_, state.values(), self.state_entries)
-        ):
+        if state is not self.state_map or not same_objects(state.values(), self.state_entries):
             return False
         try:
             return all(
