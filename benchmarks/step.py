@@ -84,7 +84,13 @@ def bench_layout(layout: Layout, device: torch.device, rounds: int, compile_torc
     if probe is None:
         raise SystemExit("no floor probe: build the kernel (python -m rectified.engines.build)")
     steps.append(probe)
-    rows.append({"first_step_s": None, "state_bytes_per_param": None})
+    rows.append({"first_step_s": None, "state_bytes_per_param": None, "bytes_moved": 28.0})
+    # Each state format's own floor: the same probe over fewer elements, moving its bytes.
+    own_floors = sorted({v.bytes_moved for v in variants} - {STEP_BYTES_PER_PARAM})
+    for moved in own_floors:
+        labels.append(f"floor ({moved:.2f} B/param probe)")
+        steps.append(floor_probe(round(layout.numel * moved / STEP_BYTES_PER_PARAM), device))
+        rows.append({"first_step_s": None, "state_bytes_per_param": None, "bytes_moved": moved})
     for variant in variants:
         optimizer = variant.build(params)
         step = torch.compile(optimizer.step) if variant.compiled else optimizer.step
@@ -99,14 +105,18 @@ def bench_layout(layout: Layout, device: torch.device, rounds: int, compile_torc
         rows.append({"first_step_s": first,
                      "state_bytes_per_param": state_bytes_per_param(optimizer, layout.numel),
                      "library": variant.library, "rule": variant.rule,
-                     "engine": variant.engine})
+                     "engine": variant.engine, "state": variant.state or "float32",
+                     "bytes_moved": variant.bytes_moved})
     medians = interleaved_medians(steps, rounds, device)
     floor = medians[0]
-    fastest = min(medians[1:])
+    floors = {row["bytes_moved"]: seconds for row, seconds in zip(rows, medians)
+              if row["first_step_s"] is None}
+    fastest = min(s for row, s in zip(rows, medians) if row["first_step_s"] is not None)
     records = []
     for label, row, seconds in zip(labels, rows, medians):
         records.append({"variant": label, "ms": seconds * 1e3, "x_fastest": seconds / fastest,
-                        "x_floor": seconds / floor, **row})
+                        "x_floor": seconds / floor,
+                        "x_own_floor": seconds / floors.get(row["bytes_moved"], floor), **row})
     del steps, params
     gc.collect()
     return {"layout": layout.name, "numel": layout.numel, "tensors": layout.tensors,
@@ -119,14 +129,17 @@ def print_layout(result: dict) -> None:
     print(f"\n## {result['layout']}: {result['numel'] / 1e6:.0f}M params in "
           f"{result['tensors']} tensors; floor {result['floor_ms']:.2f} ms "
           f"({result['floor_gb_per_s']:.1f} GB/s at {STEP_BYTES_PER_PARAM} B/param)\n")
-    print(f"| {'variant':40s} | {'ms':>8s} | {'x fastest':>9s} | {'x floor':>7s} | "
-          f"{'state B/param':>13s} | {'first step s':>12s} |")
-    print(f"|{'-' * 42}|{'-' * 10}:|{'-' * 10}:|{'-' * 8}:|{'-' * 14}:|{'-' * 13}:|")
+    print(f"| {'variant':46s} | {'ms':>8s} | {'x fastest':>9s} | {'x floor':>7s} | "
+          f"{'x own floor':>11s} | {'B moved':>7s} | {'state B/param':>13s} | "
+          f"{'first step s':>12s} |")
+    print(f"|{'-' * 48}|{'-' * 10}:|{'-' * 10}:|{'-' * 8}:|{'-' * 12}:|{'-' * 8}:|{'-' * 14}:|"
+          f"{'-' * 13}:|")
     for row in sorted(result["rows"], key=lambda r: r["ms"]):
         state = row["state_bytes_per_param"]
         first = row["first_step_s"]
-        print(f"| {row['variant']:40s} | {row['ms']:8.2f} | {row['x_fastest']:9.2f} | "
-              f"{row['x_floor']:7.2f} | {'' if state is None else f'{state:.0f}':>13s} | "
+        print(f"| {row['variant']:46s} | {row['ms']:8.2f} | {row['x_fastest']:9.2f} | "
+              f"{row['x_floor']:7.2f} | {row['x_own_floor']:11.2f} | {row['bytes_moved']:7.2f} | "
+              f"{'' if state is None else f'{state:.2f}':>13s} | "
               f"{'' if first is None else f'{first:.2f}':>12s} |")
 
 

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import torch
 
 import rectified
+from benchmarks.timing import STEP_BYTES_PER_PARAM
 
 Factory = Callable[[list[torch.Tensor]], torch.optim.Optimizer]
 
@@ -25,10 +26,13 @@ class Variant:
     engine: str  # reference/for-loop, foreach, fused, compiled
     build: Factory
     compiled: bool = False
+    state: str = ""  # a state format other than float32 ("bfloat16", "8bit")
+    bytes_moved: float = STEP_BYTES_PER_PARAM  # per parameter and step
 
     @property
     def label(self) -> str:
-        return f"{self.library} {self.rule} {self.engine}"
+        state = f" {self.state} state" if self.state else ""
+        return f"{self.library} {self.rule} {self.engine}{state}"
 
 
 RECTIFIED_RULES: dict[str, Factory] = {
@@ -58,6 +62,36 @@ def _torch(rule: str, engine: str, compiled: bool = False) -> Variant:
     return Variant("torch.optim", rule, engine, lambda ps: cls(ps, lr=1e-3, **kwargs), compiled)
 
 
+# Bytes a step moves per parameter: p read and written and g read (12), plus the moments read
+# and written: 2 x 2 x 4 in float32, 2 x 2 x 2 in bfloat16, 2 x 2 x (1 + 4/256) in 8 bits.
+FORMAT_BYTES = {"bfloat16": 20.0, "8bit": 12 + 4 * (1 + 4 / 256)}
+
+
+def _formatted(engine: str, state_format: str) -> Variant:
+    def build(ps: list[torch.Tensor]) -> torch.optim.Optimizer:
+        return rectified.RAdam(ps, lr=1e-3, state_format=state_format,
+                               **RECTIFIED_ENGINES[engine])
+
+    return Variant("rectified", "RAdam", engine, build, state=state_format,
+                   bytes_moved=FORMAT_BYTES[state_format])
+
+
+def _eight_bit_peers() -> list[Variant]:
+    """torchao's AdamW8bit and bitsandbytes' Adam8bit, where installed (never required)."""
+    found = []
+    if importlib.util.find_spec("torchao") is not None:
+        from torchao.optim import AdamW8bit
+
+        found.append(Variant("torchao", "AdamW", "compiled", lambda ps: AdamW8bit(
+            ps, lr=1e-3, weight_decay=0.0), state="8bit", bytes_moved=FORMAT_BYTES["8bit"]))
+    if importlib.util.find_spec("bitsandbytes") is not None:
+        import bitsandbytes
+
+        found.append(Variant("bitsandbytes", "Adam", "cpu", lambda ps: bitsandbytes.optim.Adam8bit(
+            ps, lr=1e-3), state="8bit", bytes_moved=FORMAT_BYTES["8bit"]))
+    return found
+
+
 def _third_party() -> list[Variant]:
     found = []
     if importlib.util.find_spec("torch_optimizer") is not None:
@@ -85,7 +119,9 @@ def all_variants(compile_torch: bool) -> list[Variant]:
             variants.append(_torch(rule, engine))
         if compile_torch:
             variants.append(_torch(rule, "compiled", compiled=True))
-    return variants + _third_party()
+    variants += [_formatted(engine, state_format) for state_format in FORMAT_BYTES
+                 for engine in ("foreach", "fused")]
+    return variants + _third_party() + _eight_bit_peers()
 
 
 def headline_variants() -> list[Variant]:
@@ -93,4 +129,5 @@ def headline_variants() -> list[Variant]:
     keep = {("rectified", "fused"), ("rectified", "foreach"), ("torch.optim", "fused"),
             ("torch.optim", "foreach")}
     return [v for v in all_variants(compile_torch=False)
-            if (v.library, v.engine) in keep and (v.engine != "foreach" or v.rule == "RAdam")]
+            if (v.library, v.engine) in keep and not v.state
+            and (v.engine != "foreach" or v.rule == "RAdam")]

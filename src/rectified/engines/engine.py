@@ -14,7 +14,9 @@ from typing import Any, cast
 import torch
 from torch import Tensor
 
+from rectified import formats
 from rectified.engines import state as states_
+from rectified.engines.stored import Loaded
 from rectified.engines.tensors import (
     Slots,
     as_local,
@@ -81,7 +83,13 @@ class Engine:
         entries = [states_.state_of(step.state[p], p, group, rule, key_set) for p in params]
         counts = states_.advance_steps_([entry["step"] for entry in entries])
         slots = [list(params), step.grads, *([entry[k] for entry in entries] for k in keys)]
-        self.run_rule(rule, group, keys, slots, counts)
+        storage = formats.storage_of(group)
+        if storage is None:
+            self.run_rule(rule, group, keys, slots, counts)
+        else:
+            loaded = Loaded(storage, group, slots, entries, keys, counts)
+            self.run_rule(rule, group, keys, loaded.slots, counts)
+            loaded.store_(params)
         return keys, entries, counts
 
     def run_rule(self, rule: UpdateRule, group: Mapping[str, Any], keys: Sequence[str],

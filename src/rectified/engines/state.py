@@ -14,6 +14,7 @@ from torch import Tensor
 from torch.optim.optimizer import _get_scalar_dtype
 
 from rectified.engines.fused import kernel
+from rectified.formats import effective_state_dtype
 from rectified.rules.base import UpdateRule
 
 StateMap = Mapping[Tensor, dict[str, Any]]
@@ -24,9 +25,11 @@ _COMPLEX_OF = {torch.float16: torch.complex32, torch.bfloat16: torch.complex64,
 def state_dtype(param: Tensor, group: Mapping[str, Any]) -> torch.dtype:
     """The dtype of a parameter's state: the group's ``state_dtype`` (its complex counterpart
     for complex parameters), else the parameter's own."""
-    dtype = group.get("state_dtype")
+    dtype = effective_state_dtype(group)
     if dtype is None or not (param.is_floating_point() or param.is_complex()):
         return param.dtype
+    if group.get("state_format") in ("bfloat16", "8bit") and param.dtype == torch.float64:
+        return param.dtype  # the working dtype of a format: float64 stays float64
     return _COMPLEX_OF[dtype] if param.is_complex() else dtype
 
 
@@ -118,7 +121,7 @@ def check_gradients(owner: str, params: Sequence[Tensor], state: StateMap | None
         if unfit:
             _raise_unfit(owner, position, p, grad, state.get(p, {}) if state else {}, keys)
     if group is not None:  # parameters with another state_dtype compute in float32 or wider
-        chosen = group.get("state_dtype")
+        chosen = effective_state_dtype(group)
         eps_underflows(group, {p.dtype for p in params if chosen in (None, p.dtype)}, warn=True)
 
 

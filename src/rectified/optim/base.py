@@ -31,6 +31,8 @@ from torch import Tensor
 from torch.optim.optimizer import _get_scalar_dtype
 
 from rectified.engines import GroupStep, Stepper, state_dtype
+from rectified import formats
+from rectified.formats import check_storage, storage_of
 from rectified.optim._doc import arguments, with_algorithm
 from rectified.optim.checkpoints import check_state_dict, detached_copy
 from rectified.optim.eager import eager_step
@@ -119,6 +121,7 @@ class RuleOptimizer(torch.optim.Optimizer):
 
     def _check(self, group: Mapping[str, Any]) -> None:
         check_hyperparameters(group, self.defaults if hasattr(self, "defaults") else group)
+        check_storage(group)
         self.check_group(group)
         check_engine_flags(group)
 
@@ -126,7 +129,18 @@ class RuleOptimizer(torch.optim.Optimizer):
         fingerprint = tuple((name, _fingerprint(group.get(name))) for name in self.defaults)
         if self._checked.get(id(group)) != fingerprint:
             self._check(group)
+            before = dict(self._checked.get(id(group), ()))
             self._checked[id(group)] = fingerprint
+            if before and any(before.get(key) != group.get(key) for key in formats.STORAGE_KEYS):
+                self._convert_state(group)
+
+    def _convert_state(self, group: Mapping[str, Any]) -> None:
+        """Bring the group's moments into the ``state_format`` it now asks for."""
+        storage = storage_of(group)
+        for param in group["params"]:
+            entry = self.state.get(param)
+            if entry:
+                formats.convert(entry, param, list(entry), storage, state_dtype(param, group))
 
     def add_param_group(self, param_group: dict[str, Any]) -> None:
         self._check({**self.defaults, **param_group})
@@ -205,20 +219,40 @@ class RuleOptimizer(torch.optim.Optimizer):
         self._stepper.forget()
         self._checked.clear()
         state_dict = {**state_dict, "state": detached_copy(dict(state_dict["state"]))}
+        # How state is stored belongs to this optimizer, not to the checkpoint: the saved
+        # moments are converted to it (a float32 checkpoint loads into an 8-bit optimizer).
+        storage = [{key: group[key] for key in formats.STORAGE_KEYS if key in group}
+                   for group in self.param_groups]
         super().load_state_dict(state_dict)
-        self._restore_state_dtypes(state_dict)
+        for group, kept in zip(self.param_groups, storage):
+            group.update(kept)
+        self._restore_state(state_dict)
 
-    def _restore_state_dtypes(self, state_dict: StateDict) -> None:
-        """Put back, in each group's ``state_dtype``, the state torch.optim cast to the
-        parameter's dtype on load (which would round float32 moments of bfloat16 parameters)."""
+    def _restore_state(self, state_dict: StateDict) -> None:
+        """Put back the state torch.optim cast to the parameter's dtype on load: in each
+        group's ``state_dtype`` (it would round float32 moments of bfloat16 parameters), and
+        8-bit codes and scales as saved; then bring the moments into the group's
+        ``state_format`` (a checkpoint of another format)."""
         for group, saved in zip(self.param_groups, state_dict["param_groups"]):
-            if group.get("state_dtype") is None:
-                continue
+            storage = storage_of(group)
+            if group.get("state_dtype") is None and group.get("state_format") is None:
+                if not any(formats.is_scales(key, state_dict["state"].get(saved_id, {}))
+                           for saved_id in saved["params"]
+                           for key in state_dict["state"].get(saved_id, {})):
+                    continue
             for param, saved_id in zip(group["params"], saved["params"]):
-                for key, value in state_dict["state"].get(saved_id, {}).items():
-                    if key != "step" and isinstance(value, Tensor) and (
-                        value.is_floating_point() or value.is_complex()
-                    ):
-                        self.state[param][key] = value.to(
-                            device=param.device, dtype=state_dtype(param, group)
-                        )
+                saved_entry = state_dict["state"].get(saved_id, {})
+                entry = self.state.get(param)
+                if not saved_entry or entry is None:
+                    continue
+                dtype = state_dtype(param, group)
+                for key, value in saved_entry.items():
+                    if key == "step" or not isinstance(value, Tensor):
+                        continue
+                    encoded = formats.is_scales(key, saved_entry) or (
+                        formats.scales_key(key) in saved_entry)
+                    if encoded:
+                        entry[key] = value.to(param.device)
+                    elif value.is_floating_point() or value.is_complex():
+                        entry[key] = value.to(device=param.device, dtype=dtype)
+                formats.convert(entry, param, list(saved_entry), storage, dtype)

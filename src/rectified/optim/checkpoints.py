@@ -13,6 +13,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from rectified import formats
+
 
 def detached_copy(value: Any) -> Any:
     """``value`` with every tensor in it detached and copied."""
@@ -80,13 +82,18 @@ def check_state_dict(optimizer: torch.optim.Optimizer, state_dict: Mapping[str, 
                     continue
                 if not isinstance(value, Tensor):
                     continue
+                if formats.is_scales(key, entry):
+                    _check_scales(value, entry[formats.codes_key(key)], param, where)
+                    continue
                 if value.shape != param.shape:
                     raise ValueError(
                         f"{where} has shape {tuple(value.shape)}, the parameter has shape "
                         f"{tuple(param.shape)}"
                     )
-                if value.is_complex() != param.is_complex() or (
-                    param.is_floating_point() and not value.is_floating_point()
+                encoded = formats.scales_key(key) in entry
+                if (value.dtype != torch.uint8) if encoded else (
+                    value.is_complex() != param.is_complex()
+                    or (param.is_floating_point() and not value.is_floating_point())
                 ):
                     raise ValueError(
                         f"{where} has dtype {value.dtype}, the parameter has dtype {param.dtype}"
@@ -117,8 +124,8 @@ def _check_keys(entry: Mapping[str, Any], needed: tuple[str, ...],
     missing = [key for key in needed if not isinstance(entry.get(key), Tensor)]
     if not missing:
         return
-    other = sorted(str(key) for key in entry
-                   if key != "step" and key not in needed and key not in scalars)
+    other = sorted(str(key) for key in entry if key != "step" and key not in needed
+                   and key not in scalars and not formats.is_scales(key, entry))
     found = f"has {', '.join(map(repr, other))} and " if other else ""
     raise ValueError(
         f"state of {where} {found}lacks {', '.join(map(repr, missing))}, which "
@@ -142,3 +149,16 @@ def _check_step(value: Any, where: str) -> None:
         shown = repr(value)
     if number is None or not math.isfinite(number) or number < 0 or number != int(number):
         raise ValueError(f"{where} is {shown}; expected a whole number >= 0")
+
+
+def _check_scales(scales: Any, codes: Any, param: Tensor, where: str) -> None:
+    """The float32 block scales of 8-bit codes (:mod:`rectified.formats.codes`)."""
+    count = formats.codes.scale_count(param.numel())
+    if not isinstance(codes, Tensor) or codes.dtype != torch.uint8:
+        raise ValueError(f"{where} are the scales of 8-bit codes, but its codes are not uint8")
+    if scales.dtype != torch.float32 or tuple(scales.shape) != (count,):
+        raise ValueError(
+            f"{where} has dtype {scales.dtype} and shape {tuple(scales.shape)}; the scales of a "
+            f"parameter of {param.numel()} elements are float32 of shape ({count},)")
+    if param.is_complex() or not param.is_floating_point():
+        raise ValueError(f"{where}: 8-bit state is only for real floating-point parameters")

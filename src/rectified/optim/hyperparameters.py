@@ -17,6 +17,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from rectified.formats import check_storage
 from rectified.rules.radam import check_threshold
 
 
@@ -162,6 +163,24 @@ HYPERPARAMETERS: dict[str, Hyperparameter] = {
         check_state_dtype, "dtype of the moments (None: the parameter's); e.g. torch.float32 "
         "for bfloat16 parameters, whose step then computes in float32 and rounds the parameter "
         "and its state once, each to its own dtype", "torch.dtype, optional"),
+    "state_format": Hyperparameter(
+        lambda value: check_storage({"state_format": value}),
+        "how the moments are stored between steps: None (as ``state_dtype`` says), "
+        "\"float32\", \"bfloat16\" (stochastically rounded, 4 bytes of Adam state per "
+        "parameter) or \"8bit\" (blockwise 8-bit codes, stochastically rounded, 2.03 bytes); "
+        "the rule always computes in float32 (float64 for float64 parameters). See "
+        "docs/optimizers.md, \"State formats\"", "str, optional"),
+    "min_8bit_size": Hyperparameter(
+        lambda value: check_storage({"min_8bit_size": value}),
+        "under ``state_format=\"8bit\"``, tensors with fewer elements keep float32 state", "int"),
+    "param_rounding": Hyperparameter(
+        lambda value: check_storage({"param_rounding": value}),
+        "how bfloat16 parameters are rounded when stored: \"nearest\" or \"stochastic\" "
+        "(unbiased: updates under half a bfloat16 ulp still move them on average)", "str"),
+    "rounding_seed": Hyperparameter(
+        lambda value: check_storage({"rounding_seed": value}),
+        "seed of the stochastic rounding's random bits, which depend only on (seed, step, "
+        "parameter, element), so runs and resumed runs are reproducible", "int"),
 }
 
 

@@ -40,6 +40,10 @@ class NAdam(RuleOptimizer):
         fused: bool | None = None,
         skip_nonfinite: bool = False,
         state_dtype: torch.dtype | None = None,
+        state_format: str | None = None,
+        min_8bit_size: int = 4096,
+        param_rounding: str = "nearest",
+        rounding_seed: int = 0,
     ) -> None:
         super().__init__(params, locals())
 

@@ -19,6 +19,9 @@ from typing import NamedTuple
 
 from rectified.rules.base import TensorList, TensorListOps, effective_gradients
 
+# The sign of each moment the Adam family keeps (what a state format's code map must hold).
+MOMENT_KINDS = {"exp_avg": "signed", "exp_avg_sq": "nonnegative", "max_exp_avg_sq": "nonnegative"}
+
 # What an Adam-family step does to the parameter once the moments are updated.
 ADAPTIVE = 0  # θ <- θ - step_size · m / (√v / denom_scale + ε)
 MOMENTUM = 1  # θ <- θ - step_size · m            (RAdam's un-adapted steps)

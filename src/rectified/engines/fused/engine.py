@@ -19,6 +19,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from rectified import formats
 from rectified.engines.engine import Engine, GroupStep, StateMap, buckets, update
 from rectified.engines.foreach import ForeachEngine
 from rectified.engines.fused import cuda, kernel
@@ -55,7 +56,7 @@ class FusedEngine(Engine):
     def prepare(self, rule: UpdateRule, group: Mapping[str, Any], state: StateMap,
                 owner: str) -> GroupStep:
         plan = self._plans.get(id(group))
-        if (plan is not None and plan.matches(group, state, rule.state_keys(group))
+        if (plan is not None and formats.storage_of(group) is None and plan.matches(group, state, rule.state_keys(group))
                 and not eps_underflows(group, plan.dtypes) and plan.ready()):
             return PlannedStep(self, rule, group, state, plan)
         step = super().prepare(rule, group, state, owner)
@@ -74,6 +75,8 @@ class FusedEngine(Engine):
             return
         self._plans.pop(id(step.group), None)
         keys, entries, counts = self.run_general(step)
+        if formats.storage_of(step.group) is not None:
+            return
         plan = GroupPlan.make(step.group, step.params, entries, keys, counts)
         if plan is not None:
             self._plans[id(step.group)] = plan

@@ -1,0 +1,307 @@
+"""State formats on every Adam-family optimizer and engine: the format is load -> rule in
+float32 -> store, so every engine must agree with the reference engine, and a step on decoded
+state must be torch.optim's step on the same values, re-encoded."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import rectified
+from rectified.formats import codes, load, rounding
+from tests.helpers import roundtrip
+from tests.registry import CASES, case_id
+
+FORMAT_CASES = tuple(
+    case for case in CASES
+    if case.build in (rectified.Adam, rectified.AdamW, rectified.RAdam, rectified.AdaBound,
+                      rectified.NAdam, rectified.Ranger)
+)
+ENGINES = {"reference": {"foreach": False}, "foreach": {"foreach": True}, "fused": {"fused": True}}
+FORMATS = ("8bit", "bfloat16")
+SHAPES = ((40, 17), (300,), (0,), (3, 5, 7), (1,))
+
+
+def _params(dtype=torch.float32, seed=0):
+    generator = torch.Generator().manual_seed(seed)
+    return [torch.randn(shape, generator=generator).to(dtype).requires_grad_()
+            for shape in SHAPES]
+
+
+def _grads(params, step):
+    generator = torch.Generator().manual_seed(1000 + step)
+    return [torch.randn(p.shape, generator=generator).to(p.dtype) * (1 + step % 3)
+            for p in params]
+
+
+def _inner(optimizer):
+    return optimizer.optimizer if isinstance(optimizer, rectified.Lookahead) else optimizer
+
+
+def _run(case, params, optimizer, start, stop):
+    for step in range(start, stop):
+        for p, g in zip(params, _grads(params, step)):
+            p.grad = g
+        optimizer.step()
+
+
+def _train(case, steps=12, dtype=torch.float32, **kwargs):
+    params = _params(dtype)
+    optimizer = case.build(params, **{**case.kwargs, "min_8bit_size": 0, **kwargs})
+    _run(case, params, optimizer, 0, steps)
+    return params, optimizer
+
+
+def _codes(optimizer, params):
+    state = _inner(optimizer).state
+    return [state[p][key] for p in params if state[p] for key in ("exp_avg", "exp_avg_sq")]
+
+
+@pytest.mark.parametrize("state_format", FORMATS)
+@pytest.mark.parametrize("case", FORMAT_CASES, ids=case_id)
+def test_engines_agree_with_the_reference(case, state_format, fused_kernel):
+    results = {}
+    for name, engine in ENGINES.items():
+        params, optimizer = _train(case, state_format=state_format, **engine)
+        results[name] = (params, _codes(optimizer, params))
+        state = _inner(optimizer).state[params[0]]
+        if state_format == "8bit":
+            assert state["exp_avg"].dtype == torch.uint8
+            assert state["exp_avg_scales"].shape == (codes.scale_count(params[0].numel()),)
+        else:
+            assert state["exp_avg"].dtype == torch.bfloat16
+    reference_params, reference_codes = results["reference"]
+    for name in ("foreach", "fused"):
+        params, stored = results[name]
+        for a, b in zip(params, reference_params):
+            # float32 in another order may put a value on the other side of a code boundary;
+            # one code step of m moves a parameter by at most lr / 8 of its step.
+            torch.testing.assert_close(a, b, rtol=1e-3, atol=2e-3)
+        same = sum(int((x == y).sum()) for x, y in zip(stored, reference_codes))
+        total = sum(x.numel() for x in stored)
+        assert same >= 0.98 * total, (name, same, total)
+
+
+@pytest.mark.parametrize("engine", list(ENGINES))
+@pytest.mark.parametrize("twin", ["Adam", "RAdam"])
+def test_a_step_is_torchs_step_on_the_decoded_state(twin, engine, fused_kernel):
+    """Independent reference: torch.optim's step on the decoded moments, encoded with the
+    same random bits (the format's definition, with torch's rule)."""
+    ours_class, torch_class = getattr(rectified, twin), getattr(torch.optim, twin)
+    params = _params()
+    optimizer = ours_class(params, lr=0.01, state_format="8bit", min_8bit_size=0,
+                           **ENGINES[engine])
+    _run(None, params, optimizer, 0, 5)
+    start = [p.detach().clone() for p in params]
+    moments = {p: {k: load(optimizer.state[p], k, torch.float32) for k in ("exp_avg",
+                                                                            "exp_avg_sq")}
+               for p in params if optimizer.state[p]}
+    _run(None, params, optimizer, 5, 6)
+    for index, (p, p0) in enumerate(zip(params, start)):
+        if p.numel() == 0:
+            continue
+        twin_param = p0.clone().requires_grad_()
+        reference = torch_class([twin_param], lr=0.01, foreach=False)
+        reference.state[twin_param] = {"step": torch.tensor(5.0), **{
+            k: v.clone() for k, v in moments[p].items()}}
+        twin_param.grad = _grads(params, 5)[index]
+        reference.step()
+        torch.testing.assert_close(p.detach(), twin_param.detach(), rtol=1e-5, atol=1e-6)
+        bits = rounding.element_bits(rounding.stream_key(0, 6, index), p.numel())
+        for key, code_map, random16 in (
+                ("exp_avg", codes.SIGNED, rounding.first_moment_bits(bits)),
+                ("exp_avg_sq", codes.UNSIGNED, rounding.second_moment_bits(bits))):
+            expected, scales = codes.encode(reference.state[twin_param][key], code_map, random16)
+            same = (expected == optimizer.state[p][key]).float().mean().item()
+            assert same >= 0.99, (key, same)
+            torch.testing.assert_close(scales, optimizer.state[p][key + "_scales"], rtol=1e-6,
+                                       atol=0)
+
+
+@pytest.mark.parametrize("state_format", FORMATS)
+@pytest.mark.parametrize("engine", list(ENGINES))
+@pytest.mark.parametrize("case", FORMAT_CASES, ids=case_id)
+def test_checkpoint_round_trips_and_resumes_bit_exactly(case, engine, state_format,
+                                                        fused_kernel):
+    kwargs = {"state_format": state_format, **ENGINES[engine]}
+    whole, _ = _train(case, steps=10, **kwargs)
+    half, optimizer = _train(case, steps=5, **kwargs)
+    saved = roundtrip(optimizer.state_dict())
+    params = _params()
+    with torch.no_grad():
+        for p, q in zip(params, half):
+            p.copy_(q)
+    resumed = case.build(params, **{**case.kwargs, "min_8bit_size": 0, **kwargs})
+    resumed.load_state_dict(saved)
+    again = resumed.state_dict()
+    for index, entry in saved["state"].items():
+        for key, value in entry.items():
+            if isinstance(value, torch.Tensor):
+                assert torch.equal(again["state"][index][key], value), key
+    _run(case, params, resumed, 5, 10)
+    for p, q in zip(params, whole):
+        assert torch.equal(p, q)
+
+
+@pytest.mark.parametrize("case", FORMAT_CASES, ids=case_id)
+def test_checkpoints_convert_between_formats(case):
+    params, optimizer = _train(case, state_format="float32")
+    exact = {i: dict(e) for i, e in optimizer.state_dict()["state"].items()}
+    into_8bit = case.build(_params(), **{**case.kwargs, "min_8bit_size": 0,
+                                         "state_format": "8bit"})
+    into_8bit.load_state_dict(optimizer.state_dict())
+    assert _inner(into_8bit).param_groups[0]["state_format"] == "8bit"
+    back = case.build(_params(), **case.kwargs)
+    back.load_state_dict(into_8bit.state_dict())
+    for index, entry in back.state_dict()["state"].items():
+        for key in ("exp_avg", "exp_avg_sq"):
+            if key not in entry:
+                continue
+            value, original = entry[key], exact[index][key]
+            assert value.dtype == torch.float32 and key + "_scales" not in entry
+            code_map = codes.SIGNED if key == "exp_avg" else codes.UNSIGNED
+            assert torch.equal(value, codes.decode(*codes.encode(original, code_map), code_map))
+
+
+def test_torch_checkpoints_load_into_8bit_and_float32_state_loads_into_torch():
+    params = _params()
+    torch_adam = torch.optim.Adam(params, lr=0.01)
+    _run(None, params, torch_adam, 0, 3)
+    ours = rectified.Adam(params, lr=0.01, state_format="8bit", min_8bit_size=0)
+    ours.load_state_dict(torch_adam.state_dict())
+    assert ours.state[params[0]]["exp_avg"].dtype == torch.uint8
+    float32 = rectified.Adam(params, lr=0.01)
+    float32.load_state_dict(ours.state_dict())
+    torch_again = torch.optim.Adam(params, lr=0.01)
+    torch_again.load_state_dict(float32.state_dict())
+    assert torch_again.state[params[0]]["exp_avg"].dtype == torch.float32
+
+
+@pytest.mark.parametrize("change", [
+    lambda e: e.__setitem__("exp_avg_scales", e["exp_avg_scales"][:-1]),
+    lambda e: e.__setitem__("exp_avg_scales", e["exp_avg_scales"].double()),
+    lambda e: e.__setitem__("exp_avg", e["exp_avg"].float()),
+])
+def test_a_hand_edited_8bit_checkpoint_is_refused_before_anything_changes(change):
+    params = _params()
+    optimizer = rectified.Adam(params, lr=0.01, state_format="8bit", min_8bit_size=0)
+    _run(None, params, optimizer, 0, 2)
+    saved = optimizer.state_dict()
+    before = roundtrip(saved)
+    saved["state"][0] = dict(saved["state"][0])  # the live entry stays as it was
+    change(saved["state"][0])
+    with pytest.raises(ValueError, match="exp_avg"):
+        optimizer.load_state_dict(saved)
+    for index, entry in optimizer.state_dict()["state"].items():
+        for key, value in entry.items():
+            assert torch.equal(value, before["state"][index][key])
+
+
+@pytest.mark.parametrize(("kwargs", "message"), [
+    ({"state_format": "int8"}, "Invalid state_format: 'int8'"),
+    ({"state_format": "bf16"}, "Invalid state_format: 'bf16'"),
+    ({"state_format": "8bit", "state_dtype": torch.float32}, "both choose the state's dtype"),
+    ({"param_rounding": "up"}, "Invalid param_rounding: 'up'"),
+    ({"min_8bit_size": -1}, "Invalid min_8bit_size: -1"),
+    ({"rounding_seed": -3}, "Invalid rounding_seed: -3"),
+    ({"state_format": "8bit", "differentiable": True}, "rounding has no derivative"),
+])
+def test_bad_storage_options_are_refused(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        rectified.RAdam(_params(), **kwargs)
+    optimizer = rectified.RAdam(_params())
+    optimizer.param_groups[0].update(kwargs)
+    with pytest.raises(ValueError, match=message):
+        optimizer.step()
+
+
+@pytest.mark.parametrize("state_format", FORMATS)
+@pytest.mark.parametrize("engine", list(ENGINES))
+def test_a_nonfinite_gradient_skipped_changes_nothing(engine, state_format, fused_kernel):
+    params = _params()
+    optimizer = rectified.RAdam(params, state_format=state_format, min_8bit_size=0,
+                                skip_nonfinite=True, **ENGINES[engine])
+    _run(None, params, optimizer, 0, 3)
+    before = roundtrip({"state": optimizer.state_dict(), "params": params})
+    for p, g in zip(params, _grads(params, 3)):
+        p.grad = g
+    params[0].grad[3, 4] = float("nan")
+    optimizer.step()
+    for p, q in zip(params, before["params"]):
+        assert torch.equal(p, q)
+    after = optimizer.state_dict()["state"]
+    for index, entry in before["state"]["state"].items():
+        for key, value in entry.items():
+            assert torch.equal(after[index][key], value)
+
+
+@pytest.mark.parametrize("engine", list(ENGINES))
+def test_a_nan_gradient_leaves_the_rest_of_its_block_finite(engine, fused_kernel):
+    params = _params()
+    optimizer = rectified.Adam(params, state_format="8bit", min_8bit_size=0, **ENGINES[engine])
+    _run(None, params, optimizer, 0, 3)
+    for p, g in zip(params, _grads(params, 3)):
+        p.grad = g
+    params[0].grad.view(-1)[7] = float("nan")
+    optimizer.step()
+    m = load(optimizer.state[params[0]], "exp_avg", torch.float32).view(-1)
+    assert m[7].isnan() and m[:256].isnan().sum() == 1
+    assert optimizer.state[params[0]]["exp_avg_scales"][0] < 0  # the block is marked
+    assert params[0].view(-1)[:256].isnan().sum() == 1
+
+
+def test_small_tensors_keep_float32_state_and_8bit_is_2_bytes_a_parameter():
+    big, small = torch.zeros(1_000_000, requires_grad=True), torch.zeros(4095, requires_grad=True)
+    optimizer = rectified.RAdam([big, small], state_format="8bit")
+    big.grad, small.grad = torch.randn_like(big), torch.randn_like(small)
+    optimizer.step()
+    assert {v.dtype for k, v in optimizer.state[small].items() if k != "step"} == {torch.float32}
+    state_bytes = sum(v.numel() * v.element_size() for k, v in optimizer.state[big].items()
+                      if k != "step")
+    assert state_bytes / big.numel() <= 2.07
+    bf16 = rectified.RAdam([big], state_format="bfloat16")
+    bf16.step()
+    assert sum(v.numel() * v.element_size() for k, v in bf16.state[big].items()
+               if k != "step") / big.numel() == 4
+
+
+def test_switching_a_groups_format_converts_its_state():
+    params = _params()
+    optimizer = rectified.Adam(params, state_format="8bit", min_8bit_size=0)
+    _run(None, params, optimizer, 0, 3)
+    decoded = load(optimizer.state[params[0]], "exp_avg", torch.float32)
+    optimizer.param_groups[0]["state_format"] = None
+    optimizer.param_groups[0]["lr"] = 0.0
+    for p in params:
+        p.grad = torch.zeros_like(p)
+    optimizer.step()
+    state = optimizer.state[params[0]]
+    assert state["exp_avg"].dtype == torch.float32 and "exp_avg_scales" not in state
+    torch.testing.assert_close(state["exp_avg"], decoded * 0.9, rtol=1e-6, atol=0)
+
+
+# -- bfloat16 parameters with stochastic rounding ----------------------------------------------
+def _bf16_run(engine, param_rounding, seed=0, steps=200, lr=1e-4):
+    p = torch.ones(4096, dtype=torch.bfloat16, requires_grad=True)
+    optimizer = rectified.Adam([p], lr=lr, param_rounding=param_rounding, rounding_seed=seed,
+                               state_dtype=torch.float32, **ENGINES[engine])
+    for _ in range(steps):
+        p.grad = torch.ones_like(p)
+        optimizer.step()
+    return p
+
+
+@pytest.mark.parametrize("engine", list(ENGINES))
+def test_stochastic_rounding_moves_bfloat16_weights_by_updates_below_half_an_ulp(engine,
+                                                                                  fused_kernel):
+    # Each step moves p by lr = 1e-4, under half the bfloat16 ulp at 1 (2^-8 / 2 = 2e-3).
+    nearest = _bf16_run(engine, "nearest")
+    assert torch.equal(nearest, torch.ones_like(nearest))  # every update lost
+    stochastic = _bf16_run(engine, "stochastic")
+    exact = 1 - 200 * 1e-4  # Adam's step with a constant gradient is lr each time
+    mean = stochastic.float().mean().item()
+    assert abs(mean - exact) < 1e-3, mean
+    assert torch.equal(stochastic, _bf16_run(engine, "stochastic"))  # reproducible
+    assert not torch.equal(stochastic, _bf16_run(engine, "stochastic", seed=1))
+    if engine != "reference":
+        assert torch.equal(stochastic, _bf16_run("reference", "stochastic"))
