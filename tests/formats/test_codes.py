@@ -116,7 +116,7 @@ def test_random_bits_are_a_function_of_seed_step_tensor_element():
     for other in ((2, 5, 2), (1, 6, 2), (1, 5, 3), (1 << 32 | 1, 5, 2), (1, 5 + (1 << 32), 2)):
         b = rounding.element_bits(rounding.stream_key(*other), 1000)
         assert (a == b).float().mean() < 0.01
-    assert 0 <= int(a.min()) and int(a.max()) < 2**32
+    assert int(a.min()) >= 0 and int(a.max()) < 2**32
     # Each of the 32 bits is set about half the time.
     ones = torch.stack([(a >> k) & 1 for k in range(32)]).double().mean(dim=1)
     assert ((ones - 0.5).abs() < 0.07).all()

@@ -145,7 +145,7 @@ def test_checkpoint_round_trips_and_resumes_bit_exactly(case, engine, state_form
 
 @pytest.mark.parametrize("case", FORMAT_CASES, ids=case_id)
 def test_checkpoints_convert_between_formats(case):
-    params, optimizer = _train(case, state_format="float32")
+    _, optimizer = _train(case, state_format="float32")
     exact = {i: dict(e) for i, e in optimizer.state_dict()["state"].items()}
     into_8bit = case.build(_params(), **{**case.kwargs, "min_8bit_size": 0,
                                          "state_format": "8bit"})

@@ -104,6 +104,14 @@ def _tensor_lr(case: Case) -> Case:
     return dataclasses.replace(case, name=f"{case.name}-tensor-lr", build=build)
 
 
+def _stored(case: Case, state_format: str) -> Case:
+    """The case with its moments in ``state_format``, every tensor encoded (TinyNet's are
+    small)."""
+    kwargs = {**case.kwargs, "state_format": state_format, "min_8bit_size": 0}
+    return dataclasses.replace(case, name=f"{case.name}-{state_format}", kwargs=kwargs,
+                               engines=tuple(dict.fromkeys((*case.engines, *engines_of(case)))))
+
+
 def _scenarios() -> dict[str, Scenario]:
     found = []
     for case in CASES:
@@ -129,6 +137,11 @@ def _scenarios() -> dict[str, Scenario]:
         for engine in engines_of(_case(name)):
             found.append(Scenario(f"{name}+GradScaler@{engine}", _case(name), engine, engine,
                                   scaler=True))
+    for name in ("Adam-amsgrad", "RAdam", "NAdam", "AMSBound", "Ranger"):
+        for state_format in ("8bit", "bfloat16"):
+            case = _stored(_case(name), state_format)
+            for engine in engines_of(case):
+                found.append(Scenario(f"{case.name}@{engine}", case, engine, engine))
     return {scenario.name: scenario for scenario in found}
 
 

@@ -160,8 +160,8 @@ def store(entry: dict[str, Any], key: str, value: Tensor, encoded: str | None,
     else:
         stored = value.to(torch.bfloat16 if encoded == "bfloat16" else dtype)
     current = entry.get(key)
-    if isinstance(current, Tensor) and current.dtype == stored.dtype and not (
-            current.shape != stored.shape):
+    if isinstance(current, Tensor) and current.dtype == stored.dtype and (
+            current.shape == stored.shape):
         current.copy_(stored)  # keep the tensor (and its memory) the user may hold
     else:
         entry[key] = stored

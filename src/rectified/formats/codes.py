@@ -82,8 +82,7 @@ def scale_count(numel: int) -> int:
 
 def _magnitude_codes(y: Tensor, code_map: CodeMap, random16: Tensor | None) -> Tensor:
     """int32 codes of finite ``y >= 0`` (at most MAXV up to one rounding)."""
-    e, m = code_map.exponent_bits, code_map.mantissa_bits
-    bias = code_map.bias
+    m, bias = code_map.mantissa_bits, code_map.bias
     shift = 23 - m  # the float32 mantissa bits dropped
     bits = y.view(torch.int32)
     subnormal = y < 2.0 ** (1 - bias)

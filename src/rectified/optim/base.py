@@ -30,8 +30,8 @@ import torch
 from torch import Tensor
 from torch.optim.optimizer import _get_scalar_dtype
 
-from rectified.engines import GroupStep, Stepper, state_dtype
 from rectified import formats
+from rectified.engines import GroupStep, Stepper, state_dtype
 from rectified.formats import check_storage, storage_of
 from rectified.optim._doc import arguments, with_algorithm
 from rectified.optim.checkpoints import check_state_dict, detached_copy
@@ -235,11 +235,11 @@ class RuleOptimizer(torch.optim.Optimizer):
         ``state_format`` (a checkpoint of another format)."""
         for group, saved in zip(self.param_groups, state_dict["param_groups"]):
             storage = storage_of(group)
-            if group.get("state_dtype") is None and group.get("state_format") is None:
-                if not any(formats.is_scales(key, state_dict["state"].get(saved_id, {}))
-                           for saved_id in saved["params"]
-                           for key in state_dict["state"].get(saved_id, {})):
-                    continue
+            saved_entries = [state_dict["state"].get(i, {}) for i in saved["params"]]
+            plain = group.get("state_dtype") is None and group.get("state_format") is None
+            if plain and not any(formats.is_scales(key, entry)
+                                 for entry in saved_entries for key in entry):
+                continue
             for param, saved_id in zip(group["params"], saved["params"]):
                 saved_entry = state_dict["state"].get(saved_id, {})
                 entry = self.state.get(param)

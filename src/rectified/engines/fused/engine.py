@@ -56,7 +56,8 @@ class FusedEngine(Engine):
     def prepare(self, rule: UpdateRule, group: Mapping[str, Any], state: StateMap,
                 owner: str) -> GroupStep:
         plan = self._plans.get(id(group))
-        if (plan is not None and formats.storage_of(group) is None and plan.matches(group, state, rule.state_keys(group))
+        if (plan is not None and formats.storage_of(group) is None
+                and plan.matches(group, state, rule.state_keys(group))
                 and not eps_underflows(group, plan.dtypes) and plan.ready()):
             return PlannedStep(self, rule, group, state, plan)
         step = super().prepare(rule, group, state, owner)
