@@ -305,3 +305,55 @@ def test_stochastic_rounding_moves_bfloat16_weights_by_updates_below_half_an_ulp
     assert not torch.equal(stochastic, _bf16_run(engine, "stochastic", seed=1))
     if engine != "reference":
         assert torch.equal(stochastic, _bf16_run("reference", "stochastic"))
+
+
+# -- the fused engine's one-pass kernel ---------------------------------------------------------
+def _fused_run(monkeypatch, one_pass, case, dtype, stochastic, state_format):
+    from rectified.engines.fused import formatted
+
+    taken = []
+    if one_pass:
+        original = formatted.run_
+
+        def spy(*args):
+            left = original(*args)
+            taken.append(len(args[3][0]) - len(left))
+            return left
+
+        monkeypatch.setattr(formatted, "run_", spy)
+    else:
+        monkeypatch.setattr(formatted, "run_", lambda *args: list(range(len(args[3][0]))))
+    params = [torch.randn(shape, generator=torch.Generator().manual_seed(i)).to(dtype)
+              .requires_grad_() for i, shape in enumerate(((40, 17), (300,), (1000,), (1,)))]
+    optimizer = case.build(params, **{**case.kwargs, "fused": True, "min_8bit_size": 0,
+                                      "param_rounding": "stochastic" if stochastic else "nearest",
+                                      "state_format": state_format})
+    _run(case, params, optimizer, 0, 6)
+    return params, _inner(optimizer), taken
+
+
+@pytest.mark.parametrize("state_format", FORMATS)
+@pytest.mark.parametrize(("dtype", "stochastic"), [(torch.float32, False),
+                                                   (torch.bfloat16, False),
+                                                   (torch.bfloat16, True)])
+@pytest.mark.parametrize("case", [c for c in FORMAT_CASES if c.name in (
+    "Adam-amsgrad", "AdamW", "RAdam", "RAdam-paper", "Ranger")], ids=case_id)
+def test_the_one_pass_kernel_is_the_general_path(monkeypatch, case, dtype, stochastic,
+                                                 state_format, fused_kernel):
+    """The kernel decodes, steps and encodes as the general path (load, the kernel's Adam
+    loop, store) does: the same codes and parameters, except where the two loops' float32
+    rounding differs in the last place and a value sits on a code boundary."""
+    fast, fast_optimizer, taken = _fused_run(monkeypatch, True, case, dtype, stochastic,
+                                             state_format)
+    general, general_optimizer, _ = _fused_run(monkeypatch, False, case, dtype, stochastic,
+                                               state_format)
+    assert sum(taken) >= 5 * 4  # every parameter, every step after the first
+    differ = total = 0
+    for a, b in zip(fast, general):
+        differ += int((a != b).sum())
+        total += a.numel()
+        for key, value in fast_optimizer.state[a].items():
+            other = general_optimizer.state[b][key]
+            differ += int((value != other).sum())
+            total += value.numel()
+    assert differ <= 0.002 * total, (differ, total)

@@ -87,10 +87,16 @@ class Engine:
         if storage is None:
             self.run_rule(rule, group, keys, slots, counts)
         else:
-            loaded = Loaded(storage, group, slots, entries, keys, counts)
-            self.run_rule(rule, group, keys, loaded.slots, counts)
-            loaded.store_(params)
+            self.run_stored(rule, group, keys, slots, entries, counts, storage)
         return keys, entries, counts
+
+    def run_stored(self, rule: UpdateRule, group: Mapping[str, Any], keys: Sequence[str],
+                   slots: Slots, entries: Sequence[dict[str, Any]], counts: Sequence[int],
+                   storage: formats.Storage) -> None:
+        """Run the rule where the group stores state in a format: load, run, store."""
+        loaded = Loaded(storage, group, slots, entries, keys, counts)
+        self.run_rule(rule, group, keys, loaded.slots, counts)
+        loaded.store_(slots[0])
 
     def run_rule(self, rule: UpdateRule, group: Mapping[str, Any], keys: Sequence[str],
                  slots: Slots, counts: Sequence[int]) -> None:

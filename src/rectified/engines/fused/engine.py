@@ -22,7 +22,7 @@ from torch import Tensor
 from rectified import formats
 from rectified.engines.engine import Engine, GroupStep, StateMap, buckets, update
 from rectified.engines.foreach import ForeachEngine
-from rectified.engines.fused import cuda, kernel
+from rectified.engines.fused import cuda, formatted, kernel
 from rectified.engines.fused.plans import GroupPlan
 from rectified.engines.fused.program import Program, trace
 from rectified.engines.reference import ReferenceEngine
@@ -81,6 +81,14 @@ class FusedEngine(Engine):
         plan = GroupPlan.make(step.group, step.params, entries, keys, counts)
         if plan is not None:
             self._plans[id(step.group)] = plan
+
+    def run_stored(self, rule: UpdateRule, group: Mapping[str, Any], keys: Sequence[str],
+                   slots: Slots, entries: Sequence[dict[str, Any]], counts: Sequence[int],
+                   storage: formats.Storage) -> None:
+        left = formatted.run_(rule, group, keys, slots, entries, counts, storage)
+        if left:
+            super().run_stored(rule, group, keys, select(slots, left),
+                               [entries[i] for i in left], [counts[i] for i in left], storage)
 
     def forget(self) -> None:
         self._plans.clear()

@@ -248,3 +248,15 @@ def plan(slots: list[torch.Tensor], steps: list[torch.Tensor], frozen: list[torc
          n_slots: int):
     """The kernel's kept plan of a group (see :mod:`.plans`)."""
     return torch.classes.rectified_fused.Plan(slots, steps, frozen, n_slots)
+
+
+def formatted_adam_step_(params: list[torch.Tensor], grads: list[torch.Tensor],
+                         moments: list[torch.Tensor], scales: list[torch.Tensor], n_moments: int,
+                         eight_bit: bool, stochastic_params: bool, seed: int, step: int,
+                         positions: list[int], scalars: Sequence[float]) -> None:
+    """An ``adam_step_`` with ``scalars`` over moments stored as 8-bit codes (and their
+    scales) or bfloat16, in one pass (``csrc/formats.h``); raises RuntimeError, having changed
+    nothing, if a tensor is not as described there."""
+    torch.ops.rectified_fused.formatted_adam_step_(
+        params, grads, moments, scales, n_moments, eight_bit, stochastic_params,
+        seed & 0xFFFFFFFF, seed >> 32, step, positions, list(scalars))
