@@ -7,6 +7,7 @@ import torch
 from torch import nn
 
 import rectified
+from rectified.formats import codes
 from rectified.variance import QUANTILE_LEVELS, MonitorRecord, VarianceMonitor
 
 LO, HI, BINS = -8.0, 0.0, 16
@@ -17,6 +18,11 @@ OPTIMIZERS = {
     "rectified.AdamW": lambda p: rectified.AdamW(p, lr=0.05),
     "rectified.RAdam": lambda p: rectified.RAdam(p, lr=0.05),
     "rectified.Ranger": lambda p: rectified.Ranger(p, lr=0.05, k=2),
+    "rectified.RAdam-8bit": lambda p: rectified.RAdam(p, lr=0.05, state_format="8bit",
+                                                      min_8bit_size=0),
+    "rectified.Adam-amsgrad-8bit": lambda p: rectified.Adam(p, lr=0.05, amsgrad=True,
+                                                            state_format="8bit", min_8bit_size=0),
+    "rectified.AdamW-bfloat16": lambda p: rectified.AdamW(p, lr=0.05, state_format="bfloat16"),
     "rectified.Lookahead(Adam)": lambda p: rectified.Lookahead(rectified.Adam(p, lr=0.05), k=3),
     "torch.Adam": lambda p: torch.optim.Adam(p, lr=0.05),
     "torch.Adam-amsgrad": lambda p: torch.optim.Adam(p, lr=0.05, amsgrad=True),
@@ -51,10 +57,13 @@ def expected_psi(optimizer, p: torch.Tensor) -> np.ndarray:
     owner = state_owner(optimizer)
     group = next(g for g in owner.param_groups if any(q is p for q in g["params"]))
     state = owner.state[p]
-    v = state["max_exp_avg_sq"] if group.get("amsgrad") else state["exp_avg_sq"]
+    key = "max_exp_avg_sq" if group.get("amsgrad") else "exp_avg_sq"
+    v = state[key]
+    if v.dtype == torch.uint8:  # 8-bit codes: their values
+        v = codes.decode(v, state[key + "_scales"], codes.UNSIGNED).double()
     t = float(state["step"])
     beta2 = float(group["betas"][1])
-    return 1.0 / (np.sqrt(v.numpy().ravel() / (1 - beta2**t)) + group["eps"])
+    return 1.0 / (np.sqrt(v.double().numpy().ravel() / (1 - beta2**t)) + group["eps"])
 
 
 def train(model, optimizer, steps, on_step=None, closure=False):

@@ -135,6 +135,15 @@ def check_storage(group: Mapping[str, Any]) -> None:
 
 
 # -- one moment ------------------------------------------------------------------------------
+def stored_moment(entry: Mapping[str, Any], key: str) -> Tensor:
+    """The values of the moment ``key`` of a parameter's state ``entry`` whatever its format:
+    the stored tensor itself, or 8-bit codes decoded to float32. What a reader of optimizer
+    state (a monitor, an analysis) should use instead of ``entry[key]``."""
+    if scales_key(key) in entry:
+        return load(entry, key, torch.float32)
+    return entry[key]
+
+
 def load(entry: Mapping[str, Any], key: str, dtype: torch.dtype) -> Tensor:
     """The moment ``key`` of a parameter's state ``entry`` in ``dtype`` (a new tensor)."""
     value = entry[key]

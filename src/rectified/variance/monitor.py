@@ -31,6 +31,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from rectified.formats import stored_moment
 from rectified.variance.record import AdaptiveLrStats, MonitorRecord
 
 __all__ = [
@@ -278,10 +279,11 @@ class VarianceMonitor:
         rows, pieces, scales, eps = [], [], [], []
         for i, (p, group) in enumerate(zip(self._params, self._groups)):
             state = self._owner.state.get(p, {})
-            second = state.get("max_exp_avg_sq") if group.get("amsgrad") else None
-            second = state.get("exp_avg_sq") if second is None else second
-            if second is None or "step" not in state:
+            key = "max_exp_avg_sq" if group.get("amsgrad") and "max_exp_avg_sq" in state \
+                else "exp_avg_sq"
+            if key not in state or "step" not in state:
                 continue
+            second = stored_moment(state, key)
             if second.is_complex():  # v of the real and imaginary parts
                 second = torch.view_as_real(second)
             rows.append(i)
@@ -291,7 +293,7 @@ class VarianceMonitor:
         if not rows:
             return stats
         device = pieces[0].device
-        v = torch.cat([x.to(device) for x in pieces]).cpu().numpy().astype(np.float64)
+        v = torch.cat([x.to(device) for x in pieces]).cpu().double().numpy()
         lengths = np.array([x.numel() for x in pieces])
         starts = np.cumsum(lengths) - lengths
         psi = 1.0 / (np.sqrt(v / np.repeat(scales, lengths)) + np.repeat(eps, lengths))
