@@ -1,6 +1,6 @@
 """Optimizer step time against the memory-bandwidth floor, for every engine and library.
 
-    .venv/bin/python -m benchmarks.step [--rounds 15] [--layouts 10x1M,1000x10k,10x5M]
+    .venv/bin/python -m benchmarks.step [--rounds 15] [--layouts 10x1M,1000x10k,10x5M,10x1Mi]
                                          [--device cpu] [--json benchmarks/results/step.json]
 
 In one process, per layout of parameters (10 tensors of 1M = 10M params; 1,000 tensors of
@@ -51,6 +51,8 @@ LAYOUTS = {
     "10x1M": Layout("10x1M", 10, 1_000_000),
     "1000x10k": Layout("1000x10k", 1000, 10_000),
     "10x5M": Layout("10x5M", 10, 5_000_000, headline_only=True),
+    # Tensors of whole blocks: torchao's AdamW8bit keeps float32 state for any other size.
+    "10x1Mi": Layout("10x1Mi", 10, 1 << 20),
 }
 
 
