@@ -84,7 +84,9 @@ class Storage:
 
 def plain_real(tensor: Tensor) -> bool:
     """A real floating-point tensor that is no subclass (a DTensor, say) under its Parameter."""
-    return tensor.is_floating_point() and type(tensor.detach()) is torch.Tensor
+    kind = type(tensor)
+    return tensor.is_floating_point() and (kind is torch.Tensor or (
+        kind is torch.nn.Parameter and type(tensor.data) is torch.Tensor))
 
 
 def storage_of(group: Mapping[str, Any]) -> Storage | None:

@@ -30,20 +30,13 @@ DTYPES = (torch.float32, torch.bfloat16)
 
 
 def _stored_as(entry: Mapping[str, Any], keys: Sequence[str], encoded: str) -> bool:
-    """Whether every moment of ``entry`` is already stored in ``encoded`` as the kernel reads
-    it (contiguous codes and scales, or bfloat16)."""
-    for key in keys:
-        value = entry.get(key)
-        if not isinstance(value, Tensor) or not value.is_contiguous():
-            return False
-        if encoded == "8bit":
-            scales = entry.get(formats.scales_key(key))
-            if value.dtype != torch.uint8 or not isinstance(scales, Tensor) or (
-                    not scales.is_contiguous()):
-                return False
-        elif value.dtype != torch.bfloat16 or formats.scales_key(key) in entry:
-            return False
-    return True
+    """Whether every moment of ``entry`` is already stored in ``encoded`` (the kernel checks
+    the rest, layout and sizes, before it writes anything)."""
+    if encoded == "8bit":
+        return all(getattr(entry.get(key), "dtype", None) is torch.uint8
+                   and formats.scales_key(key) in entry for key in keys)
+    return all(getattr(entry.get(key), "dtype", None) is torch.bfloat16
+               and formats.scales_key(key) not in entry for key in keys)
 
 
 def _adam_scalars(rule: UpdateRule, group: Mapping[str, Any], keys: Sequence[str],
@@ -72,8 +65,7 @@ def run_(rule: UpdateRule, group: Mapping[str, Any], keys: Sequence[str], slots:
     left = []
     for i, (p, g) in enumerate(zip(slots[0], slots[1])):
         encoded = storage.encoded(p)
-        if (encoded is None or p.dtype not in DTYPES or g.dtype != p.dtype or not p.is_cpu
-                or not p.is_contiguous() or not g.is_contiguous() or type(g) is not Tensor
+        if (encoded is None or p.dtype not in DTYPES or g.dtype is not p.dtype or not p.is_cpu
                 or not _stored_as(entries[i], keys, encoded)):
             left.append(i)
             continue
@@ -96,7 +88,7 @@ def run_(rule: UpdateRule, group: Mapping[str, Any], keys: Sequence[str], slots:
                 [slots[0][i] for i in index], [slots[1][i] for i in index], moments, scales,
                 len(keys), eight_bit, stochastic, storage.seed, count,
                 [positions.get(id(slots[0][i]), i) for i in index], scalars)
-        except RuntimeError:  # a tensor it cannot read: nothing was written
+        except RuntimeError:  # a tensor it cannot read (a view, a subclass): nothing was written
             left += index
     return sorted(left)
 
