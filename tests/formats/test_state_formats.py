@@ -357,3 +357,88 @@ def test_the_one_pass_kernel_is_the_general_path(monkeypatch, case, dtype, stoch
             differ += int((value != other).sum())
             total += value.numel()
     assert differ <= 0.002 * total, (differ, total)
+
+
+# -- what else a tensor can be, with a state format ----------------------------------------------
+def _negated(value):
+    out = torch.complex(torch.zeros_like(value), -value).conj().imag
+    assert out.is_neg()
+    return out
+
+
+def _noncontiguous(value):
+    """``value`` in every other element of a buffer twice its size."""
+    out = torch.zeros(2 * value.numel(), dtype=value.dtype)[::2].view(value.shape).copy_(value)
+    assert not out.is_contiguous()
+    return out
+
+
+class _FunctionSubclass(torch.Tensor):
+    @classmethod
+    def __torch_function__(cls, func, types, args=(), kwargs=None):
+        return super().__torch_function__(func, types, args, kwargs or {})
+
+
+ODD = {  # name: (parameter maker, gradient maker)
+    "negated-gradient": (lambda v: v.clone(), _negated),
+    "non-contiguous-gradient": (lambda v: v.clone(), _noncontiguous),
+    "non-contiguous-parameter": (_noncontiguous, lambda g: g.clone()),
+    "torch_function-subclass": (lambda v: v.clone().as_subclass(_FunctionSubclass),
+                                lambda g: g.clone().as_subclass(_FunctionSubclass)),
+}
+ODD_CASES = [c for c in FORMAT_CASES if c.name in ("Adam-amsgrad", "RAdam", "Ranger", "AMSBound")]
+
+
+def _odd_run(case, engine, state_format, make_param, make_grad):
+    generator = torch.Generator().manual_seed(5)
+    values = [torch.randn(shape, generator=generator) for shape in ((40, 17), (300,), (3, 5, 7))]
+    params = [make_param(v).requires_grad_() for v in values]
+    optimizer = case.build(params, **{**case.kwargs, "min_8bit_size": 0,
+                                      "state_format": state_format, **ENGINES[engine]})
+    for step in range(6):
+        grads = _grads(params, step)
+        for p, g in zip(params, grads):
+            p.grad = make_grad(g)
+        optimizer.step()
+    return [p.detach().as_subclass(torch.Tensor).clone() for p in params]
+
+
+@pytest.mark.parametrize("kind", list(ODD))
+@pytest.mark.parametrize("state_format", FORMATS)
+@pytest.mark.parametrize("engine", ["foreach", "fused"])
+@pytest.mark.parametrize("case", ODD_CASES, ids=case_id)
+def test_odd_tensors_with_a_format_step_as_the_reference(case, engine, state_format, kind,
+                                                        fused_kernel):
+    make_param, make_grad = ODD[kind]
+    expected = _odd_run(case, "reference", state_format, make_param, make_grad)
+    got = _odd_run(case, engine, state_format, make_param, make_grad)
+    for a, b in zip(got, expected):
+        torch.testing.assert_close(a, b, rtol=1e-3, atol=2e-3)
+    if kind != "torch_function-subclass":  # a plain tensor's values, whatever its layout
+        plain = _odd_run(case, "reference", state_format, lambda v: v.clone(),
+                         lambda g: g.clone())
+        for a, b in zip(got, plain):
+            torch.testing.assert_close(a, b, rtol=1e-3, atol=2e-3)
+
+
+@pytest.mark.parametrize("state_format", FORMATS)
+@pytest.mark.parametrize("engine", list(ENGINES))
+def test_parameters_tied_through_data_with_a_format_step_one_at_a_time(engine, state_format,
+                                                                       fused_kernel):
+    def run(engine):
+        generator = torch.Generator().manual_seed(3)
+        first = torch.nn.Parameter(torch.randn(40_000, generator=generator))
+        second = torch.nn.Parameter(torch.empty(0))
+        second.data = first.data
+        params = [first, second, torch.nn.Parameter(torch.randn(300, generator=generator))]
+        optimizer = rectified.Adam(params, lr=0.01, state_format=state_format, min_8bit_size=0,
+                                   **ENGINES[engine])
+        for _ in range(4):
+            for p in params:
+                p.grad = torch.randn(p.shape, generator=generator)
+            optimizer.step()
+        return [p.detach().clone() for p in params]
+
+    got, expected = run(engine), run("reference")
+    for a, b in zip(got, expected):
+        torch.testing.assert_close(a, b, rtol=1e-3, atol=2e-3)
