@@ -442,3 +442,26 @@ def test_parameters_tied_through_data_with_a_format_step_one_at_a_time(engine, s
     got, expected = run(engine), run("reference")
     for a, b in zip(got, expected):
         torch.testing.assert_close(a, b, rtol=1e-3, atol=2e-3)
+
+
+@pytest.mark.parametrize("state_format", FORMATS)
+@pytest.mark.parametrize("engine", list(ENGINES))
+def test_bfloat16_weights_with_stochastic_rounding_resume_bit_exactly(engine, state_format,
+                                                                      fused_kernel):
+    def build(params):
+        return rectified.RAdam(params, lr=0.01, state_format=state_format, min_8bit_size=0,
+                               param_rounding="stochastic", rounding_seed=7, **ENGINES[engine])
+
+    whole = _params(torch.bfloat16)
+    optimizer = build(whole)
+    _run(None, whole, optimizer, 0, 8)
+    half = _params(torch.bfloat16)
+    optimizer = build(half)
+    _run(None, half, optimizer, 0, 4)
+    saved = roundtrip({"params": [p.detach() for p in half], "optimizer": optimizer.state_dict()})
+    resumed_params = [p.clone().requires_grad_() for p in saved["params"]]
+    resumed = build(resumed_params)
+    resumed.load_state_dict(saved["optimizer"])
+    _run(None, resumed_params, resumed, 4, 8)
+    for p, q in zip(resumed_params, whole):
+        assert p.dtype == torch.bfloat16 and torch.equal(p, q)

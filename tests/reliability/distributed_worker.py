@@ -247,9 +247,30 @@ def _ddp_nonfinite_check(case: Case, engine: str, folder: Path) -> dict[str, Any
             "skips": [g.get("nonfinite_skips", 0) for g in optimizer.param_groups]}
 
 
+def _ddp_format_check(case: Case, engine: str, state_format: str,
+                      folder: Path) -> dict[str, Any]:
+    """Moments in a state format: stochastic rounding draws the same bits on every rank."""
+    options = {"state_format": state_format, "min_8bit_size": 0}
+    model, optimizer = _ddp_run(case, engine, **options)
+    expected = _reference(case, engine, range(STEPS), **options)
+    params = list(model.parameters())
+    inner = getattr(optimizer, "optimizer", optimizer)
+    state = [v for p in params for k, v in inner.state[p].items() if k != "step"]
+    return {"error_vs_single": max_relative_error(params, list(expected.parameters())),
+            "ranks_agree": _ranks_agree(params) and _ranks_agree(
+                [t.double() for t in state])}
+
+
+FORMAT_CASES = ("Adam-amsgrad", "RAdam", "Ranger")
+
+
 def ddp_plan() -> list[Check]:
     checks = [Check(key(case, engine), engine, partial(_ddp_check, case, engine))
               for case in CASES for engine in engines_of(case)]
+    checks += [Check(key(case, engine, state_format), engine,
+                     partial(_ddp_format_check, case, engine, state_format))
+               for case in RULE_CASES if case.name in FORMAT_CASES
+               for engine in engines_of(case) for state_format in ("8bit", "bfloat16")]
     checks += [Check(key(case, engine, "nonfinite"), engine,
                      partial(_ddp_nonfinite_check, case, engine))
                for case in RULE_CASES for engine in engines_of(case)]

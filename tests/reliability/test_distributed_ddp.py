@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from tests.registry import CASES
-from tests.reliability.distributed_worker import key, launch
+from tests.reliability.distributed_worker import FORMAT_CASES, key, launch
 from tests.reliability.support import (
     RULE_CASES,
     case_engine_id,
@@ -54,3 +54,15 @@ def test_ddp_nan_on_one_rank_skips_the_step_on_every_rank(two_ranks, case, engin
     assert entry["error_vs_single"] <= TOLERANCE
     assert entry["ranks_agree"]
     assert entry["skips"] == [1, 1]
+
+
+@pytest.mark.parametrize("state_format", ["8bit", "bfloat16"])
+@pytest.mark.parametrize(("case", "engine"), case_engine_params(
+    [c for c in RULE_CASES if c.name in FORMAT_CASES]), ids=case_engine_id)
+def test_ddp_with_a_state_format_equals_one_process(two_ranks, case, engine, state_format):
+    """Every rank draws the same rounding bits, so the replicas (parameters and stored state)
+    stay identical; against one process on the global batch they differ only where the
+    averaged gradients' last bits put a value on the other side of a code boundary."""
+    entry = _entry(two_ranks, key(case, engine, state_format))
+    assert entry["error_vs_single"] <= 1e-2
+    assert entry["ranks_agree"]
