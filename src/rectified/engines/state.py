@@ -28,8 +28,9 @@ def state_dtype(param: Tensor, group: Mapping[str, Any]) -> torch.dtype:
     dtype = effective_state_dtype(group)
     if dtype is None or not (param.is_floating_point() or param.is_complex()):
         return param.dtype
-    if group.get("state_format") in ("bfloat16", "8bit") and param.dtype == torch.float64:
-        return param.dtype  # the working dtype of a format: float64 stays float64
+    if group.get("state_format") in ("bfloat16", "8bit") and param.dtype in (
+            torch.float64, torch.complex128):
+        return param.dtype  # what a format leaves plain is float32, or wider
     return _COMPLEX_OF[dtype] if param.is_complex() else dtype
 
 

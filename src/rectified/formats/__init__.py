@@ -11,11 +11,12 @@ None          the parameter's dtype, or ``state_dtype``              8 for float
 "bfloat16"    bfloat16, rounded stochastically                        4
 "8bit"        8-bit codes + a float32 scale per 256 (:mod:`.codes`),  2.03
               rounded stochastically; tensors under ``min_8bit_size``
-              elements keep the parameter's dtype
+              elements keep float32 state
 ============  =====================================================  ==========================
 
 Only the moments the rule names (:data:`rectified.rules.moments.MOMENT_KINDS`: m, v and
-AMSGrad's max of v) take a format; complex and DTensor parameters keep full-precision state.
+AMSGrad's max of v) take a format; complex parameters, DTensor parameters and tensor subclasses
+keep float32 state (float64 and complex128 ones their own dtype).
 The running maximum of v is rounded to nearest (a stochastic maximum could fall below v).
 
 ``param_rounding="stochastic"`` stores bfloat16 parameters with stochastic rounding instead of
