@@ -145,3 +145,41 @@ def test_groups_without_cpu_tensors_do_not_build_the_kernel(fresh_loader, monkey
     with pytest.warns(UserWarning, match="fused engine unavailable"):
         assert engines_of(on_cpu) == ["foreach"]
     assert calls.read_text() == "run\n"
+
+
+FORMATS_PROBE = """
+import torch, rectified
+from rectified.engines.fused import kernel
+model = torch.nn.Linear(100, 100)
+opt = rectified.RAdam(model.parameters(), state_format=STATE_FORMAT, min_8bit_size=0)
+for _ in range(2):
+    model(torch.ones(4, 100)).sum().backward()
+    opt.step()
+print(rectified.engines.engines_of(opt), kernel.library_path(kernel.FORMATS_SOURCE).exists())
+"""
+
+
+def test_the_state_formats_kernel_is_built_only_when_a_format_is_used(fused_kernel, tmp_path):
+    """It doubles the compile time, so a program with float32 state never builds it; the
+    first step over 8-bit state does, with the same two lines on stderr."""
+    formats = kernel.build(source=kernel.FORMATS_SOURCE)
+    compiler = script(tmp_path, "cxx", 'source=""\nfor a in "$@"; do case "$a" in *.cpp) '
+                      'source="$a";; esac; done\nwhile [ "$1" != -o ]; do shift; done\n'
+                      f'case "$source" in *formats.cpp) cp {formats} "$2";; '
+                      f'*) cp {kernel.library_path()} "$2";; esac\n')
+    env = {**os.environ, "CXX": str(compiler), "RECTIFIED_CACHE_DIR": str(tmp_path / "cache"),
+           "PYTHONPATH": str(ROOT / "src")}
+
+    def run(state_format: str) -> subprocess.CompletedProcess:
+        code = FORMATS_PROBE.replace("STATE_FORMAT", repr(state_format))
+        return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                              env=env, check=True)
+
+    plain = run("float32")
+    assert plain.stdout.strip() == "['fused'] False"
+    assert "kernel.cpp" in plain.stderr and "formats.cpp" not in plain.stderr
+    eight_bit = run("8bit")
+    assert eight_bit.stdout.strip() == "['fused'] True"
+    lines = eight_bit.stderr.strip().splitlines()
+    assert len(lines) == 2 and "(formats.cpp) once" in lines[0], eight_bit.stderr
+    assert run("8bit").stderr == ""

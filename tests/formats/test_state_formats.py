@@ -337,7 +337,8 @@ def _fused_run(monkeypatch, one_pass, case, dtype, stochastic, state_format):
                                                    (torch.bfloat16, False),
                                                    (torch.bfloat16, True)])
 @pytest.mark.parametrize("case", [c for c in FORMAT_CASES if c.name in (
-    "Adam-amsgrad", "AdamW", "RAdam", "RAdam-paper", "Ranger")], ids=case_id)
+    "Adam-amsgrad", "AdamW", "RAdam", "RAdam-paper", "Ranger", "AdaBound", "AMSBound")],
+    ids=case_id)
 def test_the_one_pass_kernel_is_the_general_path(monkeypatch, case, dtype, stochastic,
                                                  state_format, fused_kernel):
     """The kernel decodes, steps and encodes as the general path (load, the kernel's Adam

@@ -39,10 +39,12 @@ from rectified.engines.fused import instructions
 
 CSRC = Path(__file__).with_name("csrc")
 SOURCE = CSRC / "kernel.cpp"
+FORMATS_SOURCE = CSRC / "formats.cpp"  # the state formats' kernel, built when first needed
 HEADER = "instructions.h"  # generated from instructions.py into the build folder
 CXX_FLAGS = ("-O3", "-march=native", "-fno-math-errno", "-std=c++20", "-fopenmp", "-fPIC")
 
 _loaded: bool | None = None  # None: not tried yet in this process
+_formats_loaded: bool | None = None
 _warned = False
 log = logging.getLogger(__name__)
 
@@ -250,13 +252,30 @@ def plan(slots: list[torch.Tensor], steps: list[torch.Tensor], frozen: list[torc
     return torch.classes.rectified_fused.Plan(slots, steps, frozen, n_slots)
 
 
-def formatted_adam_step_(params: list[torch.Tensor], grads: list[torch.Tensor],
-                         moments: list[torch.Tensor], scales: list[torch.Tensor], n_moments: int,
-                         eight_bit: bool, stochastic_params: bool, seed: int, step: int,
-                         positions: list[int], scalars: Sequence[float]) -> None:
-    """An ``adam_step_`` with ``scalars`` over moments stored as 8-bit codes (and their
-    scales) or bfloat16, in one pass (``csrc/formats.h``); raises RuntimeError, having changed
-    nothing, if a tensor is not as described there."""
-    torch.ops.rectified_fused.formatted_adam_step_(
-        params, grads, moments, scales, n_moments, eight_bit, stochastic_params,
-        seed & 0xFFFFFFFF, seed >> 32, step, positions, list(scalars))
+def load_formats() -> bool:
+    """Whether the state formats' kernel (``csrc/formats.cpp``) is loaded, building it on the
+    first call that needs it, as the main kernel is (a failure warns once; the formatted steps
+    then run through torch operations)."""
+    global _formats_loaded
+    if _formats_loaded is None:
+        try:
+            torch.ops.load_library(str(build(source=FORMATS_SOURCE)))
+            _formats_loaded = True
+        except (BuildError, OSError, RuntimeError) as error:
+            warnings.warn(f"rectified: the state formats' fused kernel is unavailable, so "
+                          f"formatted steps run through torch operations: {error}",
+                          stacklevel=3)
+            _formats_loaded = False
+    return _formats_loaded
+
+
+def formatted_step_(operation: str, params: list[torch.Tensor], grads: list[torch.Tensor],
+                    moments: list[torch.Tensor], scales: list[torch.Tensor], n_moments: int,
+                    eight_bit: bool, stochastic_params: bool, seed: int, step: int,
+                    positions: list[int], scalars: Sequence[float]) -> None:
+    """``operation`` (``adam_step_`` or ``bounded_step_``) with ``scalars`` over moments
+    stored as 8-bit codes (and their scales) or bfloat16, in one pass (``csrc/formats.h``);
+    raises RuntimeError, having changed nothing, if a tensor is not as described there."""
+    torch.ops.rectified_formats.formatted_step_(
+        instructions.OPCODES[operation], params, grads, moments, scales, n_moments, eight_bit,
+        stochastic_params, seed & 0xFFFFFFFF, seed >> 32, step, positions, list(scalars))

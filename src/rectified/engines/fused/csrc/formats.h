@@ -1,6 +1,7 @@
-// An Adam step (adam_step_) over moments stored in a state format (rectified/formats/): in one
-// pass per block of 256 elements, the stored moments are decoded, the step runs in float32 as in
-// adam_chunk, and the moments are encoded again, while the block is in cache. The codes, the
+// An Adam-family step (adam_step_ or bounded_step_) over moments stored in a state format
+// (rectified/formats/): in one pass per block of 256 elements, the stored moments are decoded,
+// the step runs in float32 as adam_chunk or bounded_chunk does, and the moments are encoded
+// again, while the block is in cache. The codes, the
 // random bits and the rounding are those of the Python definitions (formats/codes.py,
 // formats/rounding.py), bit for bit; the tests hold the two together.
 #pragma once
@@ -179,18 +180,29 @@ enum class Storage { kEightBit, kBFloat16 };
 // One block: load the moments, step, store the parameter, keep the new moments and their
 // largest magnitudes; then encode them. One loop for the step, so p, g and the stored moments
 // are each read once.
-template <typename T, Storage kStorage, bool kMax, bool kCoupled, bool kStochasticParam>
-void run_block(const Instruction& in, const Job& job, int64_t begin) {
-  using namespace adam_step;
+template <typename T, Storage kStorage, bool kBounded, bool kMax, bool kCoupled>
+void run_block(const Instruction& in, const Job& job, int64_t begin, bool stochastic_param) {
   using P = std::conditional_t<std::is_same_v<T, float>, float, uint16_t>;
   using S = std::conditional_t<kStorage == Storage::kEightBit, uint8_t, uint16_t>;
   const int64_t n = std::min(kBlock, job.n - begin);
   const int64_t block = begin / kBlock;
-  const Moments<float, kMax, kCoupled> moments(in, AdamNames{});
-  const float eps = static_cast<float>(in.s[Scalar::eps] * in.s[Scalar::denom_scale]);
-  const float step = static_cast<float>(-in.s[Scalar::step_size] * in.s[Scalar::denom_scale]);
-  const float momentum_step = static_cast<float>(-in.s[Scalar::step_size]);
-  const int mode = static_cast<int>(in.s[Scalar::mode]);
+  using Names = std::conditional_t<kBounded, BoundedNames, AdamNames>;
+  const Moments<float, kMax, kCoupled> moments(in, Names{});
+  // adam_step_ (as adam_chunk) or bounded_step_ (as bounded_chunk), scalars by name.
+  float eps, step = 0, momentum_step = 0, scale = 0, low = 0, high = 0;
+  int mode = 0;
+  if constexpr (kBounded) {
+    eps = static_cast<float>(in.s[bounded_step::Scalar::eps]);
+    scale = static_cast<float>(in.s[bounded_step::Scalar::scale]);
+    low = static_cast<float>(in.s[bounded_step::Scalar::lower]);
+    high = static_cast<float>(in.s[bounded_step::Scalar::upper]);
+  } else {
+    using namespace adam_step;
+    eps = static_cast<float>(in.s[Scalar::eps] * in.s[Scalar::denom_scale]);
+    step = static_cast<float>(-in.s[Scalar::step_size] * in.s[Scalar::denom_scale]);
+    momentum_step = static_cast<float>(-in.s[Scalar::step_size]);
+    mode = static_cast<int>(in.s[Scalar::mode]);
+  }
   P* __restrict p = static_cast<P*>(job.p) + begin;
   const P* __restrict g = static_cast<const P*>(job.g) + begin;
   S* __restrict ms = static_cast<S*>(job.moment[0]) + begin;
@@ -240,9 +252,17 @@ void run_block(const Instruction& in, const Job& job, int64_t begin) {
       gi = gf[i];
     }
     const float second = moments.update(pi, gi, mi, vi, kMax ? &xi : nullptr);
-    const float adaptive = pi + step * (mi / (std::sqrt(second) + eps));
-    const float momentum = pi + momentum_step * mi;
-    pi = mode == kAdaptive ? adaptive : (mode == kMomentum ? momentum : pi);
+    if constexpr (kBounded) {
+      float ti = 1.0f / (std::sqrt(second) + eps);
+      ti = ti * scale;
+      ti = ti < low ? low : ti;  // a NaN fails both comparisons and stays NaN
+      ti = ti > high ? high : ti;
+      pi = pi + -1.0f * (ti * mi);
+    } else {
+      const float adaptive = pi + step * (mi / (std::sqrt(second) + eps));
+      const float momentum = pi + momentum_step * mi;
+      pi = mode == kAdaptive ? adaptive : (mode == kMomentum ? momentum : pi);
+    }
     if constexpr (std::is_same_v<T, float>) {
       p[i] = pi;
     } else {
@@ -258,7 +278,7 @@ void run_block(const Instruction& in, const Job& job, int64_t begin) {
     }
   }
   if constexpr (!std::is_same_v<T, float>) {
-    if constexpr (kStochasticParam) {
+    if (stochastic_param) {  // outside the loop: each loop stays branch-free
       for (int64_t i = 0; i < n; ++i) {
         p[i] = bfloat16_stochastic(pf[i], fmix32(random[i] ^ kParamSalt) >> 16);
       }
@@ -280,38 +300,44 @@ void run_block(const Instruction& in, const Job& job, int64_t begin) {
   }
 }
 
-template <typename T, Storage kStorage, bool kMax, bool kCoupled, bool kStochasticParam>
-void run_jobs(const Instruction& in, const std::vector<Job>& jobs) {
+template <typename T, Storage kStorage, bool kBounded, bool kMax, bool kCoupled>
+void run_jobs(const Instruction& in, const std::vector<Job>& jobs, bool stochastic_param) {
   std::vector<std::pair<int64_t, int64_t>> blocks;  // (job, first element)
   for (size_t j = 0; j < jobs.size(); ++j) {
     for (int64_t b = 0; b < jobs[j].n; b += kBlock) blocks.emplace_back(static_cast<int64_t>(j), b);
   }
   at::parallel_for(0, static_cast<int64_t>(blocks.size()), 64, [&](int64_t lo, int64_t hi) {
     for (int64_t i = lo; i < hi; ++i) {
-      run_block<T, kStorage, kMax, kCoupled, kStochasticParam>(in, jobs[blocks[i].first],
-                                                               blocks[i].second);
+      run_block<T, kStorage, kBounded, kMax, kCoupled>(in, jobs[blocks[i].first],
+                                                       blocks[i].second, stochastic_param);
     }
   });
 }
 
-template <typename T, Storage kStorage, bool kStochasticParam>
-void dispatch(const Instruction& in, const std::vector<Job>& jobs, bool has_max) {
-  const bool coupled = in.s[adam_step::weight_decay] != 0;
-  if (has_max) {
-    coupled ? run_jobs<T, kStorage, true, true, kStochasticParam>(in, jobs)
-            : run_jobs<T, kStorage, true, false, kStochasticParam>(in, jobs);
-  } else {
-    coupled ? run_jobs<T, kStorage, false, true, kStochasticParam>(in, jobs)
-            : run_jobs<T, kStorage, false, false, kStochasticParam>(in, jobs);
+template <typename T, Storage kStorage>
+void dispatch(const Instruction& in, const std::vector<Job>& jobs, bool has_max,
+              bool stochastic) {
+  const bool bounded = in.op == kBoundedStep;
+  const bool coupled = in.s[bounded ? static_cast<int>(bounded_step::weight_decay)
+                                    : static_cast<int>(adam_step::weight_decay)] != 0;
+  // (bounded, max, coupled) -> one of the eight loops.
+  switch ((bounded ? 4 : 0) | (has_max ? 2 : 0) | (coupled ? 1 : 0)) {
+    case 0: run_jobs<T, kStorage, false, false, false>(in, jobs, stochastic); break;
+    case 1: run_jobs<T, kStorage, false, false, true>(in, jobs, stochastic); break;
+    case 2: run_jobs<T, kStorage, false, true, false>(in, jobs, stochastic); break;
+    case 3: run_jobs<T, kStorage, false, true, true>(in, jobs, stochastic); break;
+    case 4: run_jobs<T, kStorage, true, false, false>(in, jobs, stochastic); break;
+    case 5: run_jobs<T, kStorage, true, false, true>(in, jobs, stochastic); break;
+    case 6: run_jobs<T, kStorage, true, true, false>(in, jobs, stochastic); break;
+    default: run_jobs<T, kStorage, true, true, true>(in, jobs, stochastic); break;
   }
 }
 
 template <Storage kStorage>
 void dispatch_type(const Instruction& in, const std::vector<Job>& jobs, bool has_max,
                    bool bfloat16, bool stochastic) {
-  if (!bfloat16) dispatch<float, kStorage, false>(in, jobs, has_max);
-  else if (stochastic) dispatch<c10::BFloat16, kStorage, true>(in, jobs, has_max);
-  else dispatch<c10::BFloat16, kStorage, false>(in, jobs, has_max);
+  if (bfloat16) dispatch<c10::BFloat16, kStorage>(in, jobs, has_max, stochastic);
+  else dispatch<float, kStorage>(in, jobs, has_max, false);
 }
 
 inline bool plain(const at::Tensor& x, at::ScalarType type, int64_t numel) {
@@ -325,29 +351,31 @@ inline bool plain(const at::Tensor& x, at::ScalarType type, int64_t numel) {
 // parameter (m, v[, max of v]), uint8 codes (eight_bit) or bfloat16. scales: n_moments per
 // parameter for 8-bit codes (float32, one per block), none for bfloat16. scalars: adam_step_'s.
 // Every tensor is checked before any is written.
-inline void formatted_adam_step_(at::TensorList params, at::TensorList grads,
-                                 at::TensorList moment_list, at::TensorList scale_list,
-                                 int64_t n_moments, bool eight_bit, bool stochastic_params,
-                                 int64_t seed_low, int64_t seed_high, int64_t step,
-                                 at::IntArrayRef positions, at::ArrayRef<double> scalars) {
-  TORCH_CHECK(n_moments == 2 || n_moments == 3, "formatted_adam_step_: 2 or 3 moments");
-  TORCH_CHECK(static_cast<int64_t>(scalars.size()) == kScalarCount[kAdamStep],
-              "formatted_adam_step_: adam_step_ takes ", kScalarCount[kAdamStep], " scalars");
+inline void formatted_step_(int64_t op, at::TensorList params, at::TensorList grads,
+                            at::TensorList moment_list, at::TensorList scale_list,
+                            int64_t n_moments, bool eight_bit, bool stochastic_params,
+                            int64_t seed_low, int64_t seed_high, int64_t step,
+                            at::IntArrayRef positions, at::ArrayRef<double> scalars) {
+  TORCH_CHECK(op == kAdamStep || op == kBoundedStep,
+              "formatted_step_: adam_step_ or bounded_step_, not opcode ", op);
+  TORCH_CHECK(n_moments == 2 || n_moments == 3, "formatted_step_: 2 or 3 moments");
+  TORCH_CHECK(static_cast<int64_t>(scalars.size()) == kScalarCount[op],
+              "formatted_step_: the operation takes ", kScalarCount[op], " scalars");
   const size_t count = params.size();
   TORCH_CHECK(grads.size() == count && positions.size() == count &&
               moment_list.size() == count * n_moments &&
               scale_list.size() == (eight_bit ? count * n_moments : 0),
-              "formatted_adam_step_: tensor lists of mismatched lengths");
+              "formatted_step_: tensor lists of mismatched lengths");
   const at::ScalarType type = count ? params[0].scalar_type() : at::kFloat;
   TORCH_CHECK(type == at::kFloat || type == at::kBFloat16,
-              "formatted_adam_step_: float32 or bfloat16 parameters");
+              "formatted_step_: float32 or bfloat16 parameters");
   const uint64_t seed = (static_cast<uint64_t>(seed_high) << 32) | static_cast<uint64_t>(seed_low);
   std::vector<Job> jobs(count);
   for (size_t t = 0; t < count; ++t) {
     const int64_t n = params[t].numel();
     const int64_t blocks = (n + kBlock - 1) / kBlock;
     TORCH_CHECK(plain(params[t], type, n) && plain(grads[t], type, n),
-                "formatted_adam_step_: parameter ", t, " or its gradient is not plain");
+                "formatted_step_: parameter ", t, " or its gradient is not plain");
     Job& job = jobs[t];
     job.p = params[t].data_ptr();
     job.g = grads[t].data_ptr();
@@ -359,18 +387,18 @@ inline void formatted_adam_step_(at::TensorList params, at::TensorList grads,
       if (k >= n_moments) continue;
       const at::Tensor& moment = moment_list[t * n_moments + k];
       TORCH_CHECK(plain(moment, eight_bit ? at::kByte : at::kBFloat16, n),
-                  "formatted_adam_step_: moment ", k, " of parameter ", t, " is not plain");
+                  "formatted_step_: moment ", k, " of parameter ", t, " is not plain");
       job.moment[k] = moment.data_ptr();
       if (eight_bit) {
         const at::Tensor& scales = scale_list[t * n_moments + k];
         TORCH_CHECK(plain(scales, at::kFloat, blocks),
-                    "formatted_adam_step_: scales ", k, " of parameter ", t, " are not plain");
+                    "formatted_step_: scales ", k, " of parameter ", t, " are not plain");
         job.scales[k] = scales.data_ptr<float>();
       }
     }
   }
   Instruction in;
-  in.op = kAdamStep;
+  in.op = op;
   for (size_t j = 0; j < scalars.size(); ++j) in.s[j] = scalars[j];
   const bool has_max = n_moments == 3;
   const bool bfloat16 = type == at::kBFloat16;

@@ -6,12 +6,11 @@
 // the generated instructions.h). The jobs are split by file: program.h decodes and checks a
 // program, primitives.h and steps.h run its instructions, tensor_io.h reads and writes tensors,
 // scheduler.h cuts the work into chunks and runs them in parallel, plan.h keeps a group's step
-// between steps, formats.h runs Adam steps over moments in a state format; this file registers
-// the operations with torch.
+// between steps; this file registers the operations with torch. formats.h (Adam-family steps
+// over moments in a state format) is a library of its own, formats.cpp.
 #include <torch/library.h>
 
 #include "aliasing.h"
-#include "formats.h"
 #include "plan.h"
 
 namespace rectified_fused {
@@ -95,11 +94,6 @@ TORCH_LIBRARY(rectified_fused, m) {
   m.def("overlapping(Tensor[] tensors, int n_slots, int[] read_only) -> int[]",
         &rectified_fused::overlapping);
   m.def("advance_steps_(Tensor(a!)[] steps) -> float[]", &rectified_fused::advance_steps_);
-  m.def(
-      "formatted_adam_step_(Tensor(a!)[] params, Tensor[] grads, Tensor(a!)[] moments, "
-      "Tensor(a!)[] scales, int n_moments, bool eight_bit, bool stochastic_params, "
-      "int seed_low, int seed_high, int step, int[] positions, float[] scalars) -> ()",
-      &rectified_fused::formats::formatted_adam_step_);
   m.class_<rectified_fused::Plan>("Plan")
       .def(torch::init<std::vector<at::Tensor>, std::vector<at::Tensor>,
                        std::vector<at::Tensor>, int64_t>())

@@ -1,0 +1,14 @@
+// The state formats' kernel (formats.h), a library of its own: built on the first fused step
+// over 8-bit or bfloat16 moments, so that programs that never store state in a format never
+// wait for it (it doubles the kernel's compile time).
+#include <torch/library.h>
+
+#include "formats.h"
+
+TORCH_LIBRARY(rectified_formats, m) {
+  m.def(
+      "formatted_step_(int op, Tensor(a!)[] params, Tensor[] grads, Tensor(a!)[] moments, "
+      "Tensor(a!)[] scales, int n_moments, bool eight_bit, bool stochastic_params, "
+      "int seed_low, int seed_high, int step, int[] positions, float[] scalars) -> ()",
+      &rectified_fused::formats::formatted_step_);
+}
