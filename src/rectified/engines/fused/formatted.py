@@ -2,12 +2,13 @@
 engine's path for groups with ``state_format="8bit"`` or ``"bfloat16"``.
 
 A parameter takes it when its step is one ``adam_step_`` or ``bounded_step_`` (Adam, AdamW,
-AMSGrad, RAdam, AdaBound, AMSBound; not NAdam, whose step is a composition of primitives), it is a plain contiguous float32 or
-bfloat16 CPU tensor with a gradient of its dtype, and its moments are already stored in the
-format (the first step, which makes them, runs through the general path). The kernel decodes,
-steps and encodes each block of 256 while it is in cache; the random bits and codes are those
-of :mod:`rectified.formats`, so the result is the general path's (load, the kernel's loop for
-the operation, store) to the last bit, which the tests check.
+AMSGrad, RAdam, AdaBound, AMSBound; not NAdam, whose step is a composition of primitives), it
+is a plain contiguous float32 or bfloat16 CPU tensor with a gradient of its dtype, and its
+moments are already stored in the format (the first step, which makes them, runs through the
+general path). The kernel decodes, steps and encodes each block of 256 while it is in cache;
+the random bits and codes are those of :mod:`rectified.formats`, so the result is the general
+path's (load, the kernel's loop for the operation, store) to the last bit, which the tests
+check. The kernel is a library of its own, built on the first step that needs it.
 """
 
 from __future__ import annotations
@@ -87,8 +88,8 @@ def run_(rule: UpdateRule, group: Mapping[str, Any], keys: Sequence[str], slots:
             if eight_bit else []
         try:
             kernel.formatted_step_(
-                operation[0], [slots[0][i] for i in index], [slots[1][i] for i in index], moments, scales,
-                len(keys), eight_bit, stochastic, storage.seed, count,
+                operation[0], [slots[0][i] for i in index], [slots[1][i] for i in index],
+                moments, scales, len(keys), eight_bit, stochastic, storage.seed, count,
                 [positions.get(id(slots[0][i]), i) for i in index], operation[1])
         except RuntimeError:  # a tensor it cannot read (a view, a subclass): nothing was written
             left += index
