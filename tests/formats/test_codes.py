@@ -120,3 +120,54 @@ def test_random_bits_are_a_function_of_seed_step_tensor_element():
     # Each of the 32 bits is set about half the time.
     ones = torch.stack([(a >> k) & 1 for k in range(32)]).double().mean(dim=1)
     assert ((ones - 0.5).abs() < 0.07).all()
+
+
+# -- the fused engine's kernel computes the same codes ------------------------------------------
+def _same(a: torch.Tensor, b: torch.Tensor) -> bool:
+    """Equal, NaN where NaN (their payloads may differ)."""
+    return torch.equal(a.isnan(), b.isnan()) and torch.equal(a[~a.isnan()], b[~b.isnan()])
+
+
+def _awkward(n: int = 256 * 9 + 100) -> torch.Tensor:
+    x = _sample("signed", n)
+    x[5], x[300], x[301], x[900] = float("nan"), float("inf"), -float("inf"), -0.0
+    x[256 * 4: 256 * 5] = 0.0  # a block of zeros
+    return x
+
+
+@pytest.mark.parametrize("kind", list(MAPS))
+@pytest.mark.parametrize("shift", [-1, 0, 16])
+def test_the_kernel_encodes_and_decodes_as_the_definition(kind, shift, fused_kernel):
+    from rectified.engines.fused import kernel
+
+    assert kernel.load_formats()
+    x = _awkward()
+    x = x.abs().square() if kind == "unsigned" else x
+    stream = rounding.stream_key(3, 11, 2)
+    random16 = None if shift < 0 else (rounding.element_bits(stream, x.numel()) >> shift) & 0xFFFF
+    expected_codes, expected_scales = codes.encode(x, MAPS[kind], random16)
+    got_codes = torch.empty_like(expected_codes)
+    got_scales = torch.empty_like(expected_scales)
+    kernel.encode_codes_(x, got_codes, got_scales, kind == "signed", stream, shift)
+    assert torch.equal(got_scales, expected_scales)
+    nan_code = expected_codes == (0x7F if kind == "signed" else 0xFF)
+    assert torch.equal(got_codes[~nan_code], expected_codes[~nan_code])
+    assert torch.equal(got_codes[nan_code] & 0x7F, expected_codes[nan_code] & 0x7F)
+    decoded = torch.empty(x.shape)
+    kernel.decode_codes_(expected_codes, expected_scales, decoded, kind == "signed")
+    assert _same(decoded, codes.decode(expected_codes, expected_scales, MAPS[kind]))
+
+
+@pytest.mark.parametrize("mode", [0, 1, 2, 3])
+def test_the_kernel_rounds_to_bfloat16_as_the_definition(mode, fused_kernel):
+    from rectified.engines.fused import kernel
+
+    assert kernel.load_formats()
+    x = _awkward()
+    stream = rounding.stream_key(0, 4, 1)
+    h = rounding.element_bits(stream, x.numel())
+    random16 = (h & 0xFFFF, h >> 16, rounding.parameter_bits(h), None)[mode]
+    expected = x.bfloat16() if random16 is None else rounding.to_bfloat16_stochastic(x, random16)
+    got = torch.empty_like(expected)
+    kernel.round_bfloat16_(x, got, stream, mode)
+    assert _same(got.float(), expected.float())

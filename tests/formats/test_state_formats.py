@@ -466,3 +466,24 @@ def test_bfloat16_weights_with_stochastic_rounding_resume_bit_exactly(engine, st
     _run(None, resumed_params, resumed, 4, 8)
     for p, q in zip(resumed_params, whole):
         assert p.dtype == torch.bfloat16 and torch.equal(p, q)
+
+
+@pytest.mark.parametrize("state_format", FORMATS)
+@pytest.mark.parametrize("case", [c for c in FORMAT_CASES if c.name.startswith("NAdam")],
+                         ids=case_id)
+def test_the_kernel_codec_is_the_definition_on_the_general_path(monkeypatch, case, state_format,
+                                                               fused_kernel):
+    """NAdam's step is a traced program between a load and a store: with the kernel's codec
+    and with the torch definition it gives the same codes and parameters, bit for bit."""
+    from rectified.engines.fused import engine as fused_engine
+    from rectified.engines.stored import TORCH_OPS
+
+    fast_params, fast = _train(case, steps=6, dtype=torch.bfloat16, state_format=state_format,
+                               param_rounding="stochastic", fused=True)
+    monkeypatch.setattr(fused_engine.FusedEngine, "codec", lambda self: TORCH_OPS)
+    slow_params, slow = _train(case, steps=6, dtype=torch.bfloat16, state_format=state_format,
+                               param_rounding="stochastic", fused=True)
+    for a, b in zip(fast_params, slow_params):
+        assert torch.equal(a, b)
+        for key, value in fast.state[a].items():
+            assert torch.equal(value, slow.state[b][key]), key

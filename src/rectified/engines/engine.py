@@ -16,7 +16,7 @@ from torch import Tensor
 
 from rectified import formats
 from rectified.engines import state as states_
-from rectified.engines.stored import Loaded
+from rectified.engines.stored import TORCH_OPS, Codec, Loaded
 from rectified.engines.tensors import (
     Slots,
     as_local,
@@ -94,7 +94,7 @@ class Engine:
                    slots: Slots, entries: Sequence[dict[str, Any]], counts: Sequence[int],
                    storage: formats.Storage) -> None:
         """Run the rule where the group stores state in a format: load, run, store."""
-        loaded = Loaded(storage, group, slots, entries, keys, counts)
+        loaded = Loaded(storage, group, slots, entries, keys, counts, self.codec())
         self.run_rule(rule, group, keys, loaded.slots, counts)
         loaded.store_(slots[0])
 
@@ -118,6 +118,10 @@ class Engine:
 
     def bucket_key(self, param: Tensor, count: int) -> Hashable:
         return (param.device, param.dtype, count)
+
+    def codec(self) -> Codec:
+        """How this engine loads and stores formatted state (the torch definition)."""
+        return TORCH_OPS
 
     def fallback(self) -> Engine:
         """The engine for what this one cannot run (e.g. DTensors left whole)."""

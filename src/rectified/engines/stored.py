@@ -1,6 +1,11 @@
 """A group's tensors as its rule computes them, where the group stores them in a format
 (:mod:`rectified.formats`): loaded into float32 (float64) before the rule runs, stored back
-after it, with the random bits of each (seed, step, parameter) for stochastic rounding."""
+after it, with the random bits of each (seed, step, parameter) for stochastic rounding.
+
+Loading and storing follow the definitions of :mod:`rectified.formats` in torch operations; an
+engine may hand in a :class:`Codec` that computes the same bits faster where it can (the fused
+engine's kernel), and answers None or False where it cannot.
+"""
 
 from __future__ import annotations
 
@@ -16,14 +21,34 @@ from rectified.formats import rounding
 from rectified.rules.moments import MOMENT_KINDS
 
 
+class Codec:
+    """Decoding and encoding as :mod:`rectified.formats` defines them; this one declines all."""
+
+    def decode(self, entry: Mapping[str, Any], key: str, dtype: torch.dtype) -> Tensor | None:
+        return None
+
+    def store(self, entry: dict[str, Any], key: str, value: Tensor, encoded: str,
+              stream: int, bits: str | None) -> bool:
+        """Store ``value`` as moment ``key`` rounded with the stream's ``bits`` ("low",
+        "high", or None: to nearest); False if not done."""
+        return False
+
+    def round_param(self, value: Tensor, param: Tensor, stream: int) -> bool:
+        return False
+
+
+TORCH_OPS = Codec()
+BITS = {"exp_avg": "low", "exp_avg_sq": "high"}  # the running max rounds to nearest
+
+
 class Loaded:
     """``slots`` (params, grads, state lists) with the formatted tensors replaced by working
     copies; :meth:`store_` writes them back."""
 
     def __init__(self, storage: formats.Storage, group: Mapping[str, Any], slots: Slots,
                  entries: Sequence[dict[str, Any]], keys: Sequence[str],
-                 counts: Sequence[int]) -> None:
-        self.storage, self.keys = storage, list(keys)
+                 counts: Sequence[int], codec: Codec = TORCH_OPS) -> None:
+        self.storage, self.keys, self.codec = storage, list(keys), codec
         self.slots = [list(xs) for xs in slots]
         self.loaded: list[tuple[int, str | None, bool, dict[str, Any], int]] = []
         positions = {id(p): i for i, p in enumerate(group["params"])}
@@ -38,24 +63,42 @@ class Loaded:
             if encoded is not None:
                 for j, key in enumerate(self.keys):
                     if key in MOMENT_KINDS:
-                        self.slots[2 + j][i] = formats.load(entry, key, dtype)
+                        decoded = codec.decode(entry, key, dtype)
+                        self.slots[2 + j][i] = decoded if decoded is not None else formats.load(
+                            entry, key, dtype)
             tensor = positions.get(id(p), i)
             self.loaded.append((i, encoded, stochastic, entry, rounding.stream_key(
                 storage.seed, count, tensor)))
 
     def store_(self, params: Sequence[Tensor]) -> None:
-        for i, encoded, stochastic, entry, key in self.loaded:
+        for i, encoded, stochastic, entry, stream in self.loaded:
             working = self.slots[0][i]
-            bits = rounding.element_bits(key, working.numel(), working.device)
-            if stochastic:
+            bits = _LazyBits(stream, working)
+            if stochastic and not self.codec.round_param(working, params[i], stream):
                 params[i].copy_(rounding.to_bfloat16_stochastic(
-                    working, rounding.parameter_bits(bits)))
+                    working, rounding.parameter_bits(bits.get())))
             if encoded is None:
                 continue
             for j, name in enumerate(self.keys):
                 if name not in MOMENT_KINDS:
                     continue
-                random16 = (rounding.first_moment_bits(bits) if name == "exp_avg" else
-                            rounding.second_moment_bits(bits) if name == "exp_avg_sq" else None)
-                formats.store(entry, name, self.slots[2 + j][i], encoded, working.dtype,
-                              random16)
+                value, which = self.slots[2 + j][i], BITS.get(name)
+                if self.codec.store(entry, name, value, encoded, stream, which):
+                    continue
+                random16 = None if which is None else (
+                    rounding.first_moment_bits(bits.get()) if which == "low"
+                    else rounding.second_moment_bits(bits.get()))
+                formats.store(entry, name, value, encoded, working.dtype, random16)
+
+
+class _LazyBits:
+    """A parameter's random bits in the torch definition, made when first needed."""
+
+    def __init__(self, stream: int, like: Tensor) -> None:
+        self.stream, self.like = stream, like
+        self.bits: Tensor | None = None
+
+    def get(self) -> Tensor:
+        if self.bits is None:
+            self.bits = rounding.element_bits(self.stream, self.like.numel(), self.like.device)
+        return self.bits

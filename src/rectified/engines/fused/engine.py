@@ -27,6 +27,7 @@ from rectified.engines.fused.plans import GroupPlan
 from rectified.engines.fused.program import Program, trace
 from rectified.engines.reference import ReferenceEngine
 from rectified.engines.state import eps_underflows
+from rectified.engines.stored import Codec
 from rectified.engines.tensors import Slots, overlapping, select
 from rectified.rules.base import UpdateRule
 
@@ -89,6 +90,9 @@ class FusedEngine(Engine):
         if left:
             super().run_stored(rule, group, keys, select(slots, left),
                                [entries[i] for i in left], [counts[i] for i in left], storage)
+
+    def codec(self) -> Codec:
+        return formatted.KERNEL_CODEC
 
     def forget(self) -> None:
         self._plans.clear()

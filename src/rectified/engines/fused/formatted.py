@@ -18,11 +18,13 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch
+from torch import Tensor
 
 from rectified import formats
 from rectified.engines.engine import update
 from rectified.engines.fused import kernel
 from rectified.engines.fused.program import instructions, trace
+from rectified.engines.stored import Codec
 from rectified.engines.tensors import Slots, overlapping, select
 from rectified.rules.base import UpdateRule
 
@@ -97,3 +99,58 @@ def run_(rule: UpdateRule, group: Mapping[str, Any], keys: Sequence[str], slots:
 
 
 
+
+
+def _plain(tensor: Tensor, dtype: torch.dtype) -> bool:
+    return (tensor.dtype is dtype and tensor.is_cpu and tensor.is_contiguous()
+            and type(tensor) in (Tensor, torch.nn.Parameter) and not tensor.is_neg())
+
+
+class KernelCodec(Codec):
+    """The formats' definitions computed by the kernel (``csrc/formats.h``, bit for bit), for
+    float32 values of plain CPU tensors once the kernel is built; the rest is declined."""
+
+    def decode(self, entry: Mapping[str, Any], key: str, dtype: torch.dtype) -> Tensor | None:
+        codes, scales = entry[key], entry.get(formats.scales_key(key))
+        if (dtype is not torch.float32 or scales is None or not _plain(codes, torch.uint8)
+                or not _plain(scales, torch.float32) or not kernel.load_formats()):
+            return None
+        out = torch.empty(codes.shape, dtype=torch.float32)
+        kernel.decode_codes_(codes, scales, out, formats.MOMENT_KINDS[key] == "signed")
+        return out
+
+    def store(self, entry: dict[str, Any], key: str, value: Tensor, encoded: str,
+              stream: int, bits: str | None) -> bool:
+        if not _plain(value, torch.float32) or not kernel.load_formats():
+            return False
+        current, scales_key = entry.get(key), formats.scales_key(key)
+        if encoded == "8bit":
+            count = formats.codes.scale_count(value.numel())
+            codes = current if isinstance(current, Tensor) and _plain(current, torch.uint8) and (
+                current.shape == value.shape) else torch.empty(value.shape, dtype=torch.uint8)
+            scales = entry.get(scales_key)
+            if not (isinstance(scales, Tensor) and _plain(scales, torch.float32)
+                    and scales.shape == (count,)):
+                scales = torch.empty(count, dtype=torch.float32)
+            kernel.encode_codes_(value, codes, scales, formats.MOMENT_KINDS[key] == "signed",
+                                 stream, {"low": 0, "high": 16, None: -1}[bits])
+            entry[key], entry[scales_key] = codes, scales
+            return True
+        if encoded != "bfloat16":
+            return False
+        out = current if isinstance(current, Tensor) and _plain(current, torch.bfloat16) and (
+            current.shape == value.shape) else torch.empty(value.shape, dtype=torch.bfloat16)
+        kernel.round_bfloat16_(value, out, stream, {"low": 0, "high": 1, None: 3}[bits])
+        entry.pop(scales_key, None)
+        entry[key] = out
+        return True
+
+    def round_param(self, value: Tensor, param: Tensor, stream: int) -> bool:
+        if not (_plain(value, torch.float32) and _plain(param, torch.bfloat16)
+                and kernel.load_formats()):
+            return False
+        kernel.round_bfloat16_(value, param.detach(), stream, 2)
+        return True
+
+
+KERNEL_CODEC = KernelCodec()

@@ -279,3 +279,21 @@ def formatted_step_(operation: str, params: list[torch.Tensor], grads: list[torc
     torch.ops.rectified_formats.formatted_step_(
         instructions.OPCODES[operation], params, grads, moments, scales, n_moments, eight_bit,
         stochastic_params, seed & 0xFFFFFFFF, seed >> 32, step, positions, list(scalars))
+
+
+def decode_codes_(codes: torch.Tensor, scales: torch.Tensor, out: torch.Tensor,
+                  is_signed: bool) -> None:
+    torch.ops.rectified_formats.decode_codes_(codes, scales, out, is_signed)
+
+
+def encode_codes_(values: torch.Tensor, codes: torch.Tensor, scales: torch.Tensor,
+                  is_signed: bool, stream: int, shift: int) -> None:
+    """8-bit codes of float32 ``values``; ``shift`` 0/16: those random bits of the stream
+    (stochastic), -1: to nearest."""
+    torch.ops.rectified_formats.encode_codes_(values, codes, scales, is_signed, stream, shift)
+
+
+def round_bfloat16_(values: torch.Tensor, out: torch.Tensor, stream: int, mode: int) -> None:
+    """float32 ``values`` into bfloat16 ``out``: mode 0/1 with the stream's low/high random
+    bits, 2 with a parameter's bits, 3 to nearest."""
+    torch.ops.rectified_formats.round_bfloat16_(values, out, stream, mode)

@@ -11,4 +11,10 @@ TORCH_LIBRARY(rectified_formats, m) {
       "Tensor(a!)[] scales, int n_moments, bool eight_bit, bool stochastic_params, "
       "int seed_low, int seed_high, int step, int[] positions, float[] scalars) -> ()",
       &rectified_fused::formats::formatted_step_);
+  m.def("decode_codes_(Tensor codes, Tensor scales, Tensor(a!) out, bool is_signed) -> ()",
+        &rectified_fused::formats::decode_codes_);
+  m.def("encode_codes_(Tensor values, Tensor(a!) codes, Tensor(b!) scales, bool is_signed, "
+        "int key, int shift) -> ()", &rectified_fused::formats::encode_codes_);
+  m.def("round_bfloat16_(Tensor values, Tensor(a!) out, int key, int mode) -> ()",
+        &rectified_fused::formats::round_bfloat16_);
 }
