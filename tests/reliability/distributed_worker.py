@@ -302,22 +302,22 @@ def _zero_train(ddp, optimizer, steps: range, nan_param: torch.Tensor | None = N
         optimizer.step()
 
 
-def _zero_check(case: Case, engine: str, folder: Path) -> dict[str, Any]:
+def _zero_check(case: Case, engine: str, folder: Path, **overrides: Any) -> dict[str, Any]:
     """Train, compare with one process; consolidate, save, resume into a fresh ZeRO (against
     the uninterrupted run) and into a plain optimizer in one process."""
     from torch.nn.parallel import DistributedDataParallel
 
     model = TinyNet()
     ddp = DistributedDataParallel(model)
-    zero = _zero(case, engine, model)
+    zero = _zero(case, engine, model, **overrides)
     _zero_train(ddp, zero, range(STEPS))
-    single = _reference(case, engine, range(STEPS))
+    single = _reference(case, engine, range(STEPS), **overrides)
     entry: dict[str, Any] = {
         "error_vs_single": max_relative_error(list(model.parameters()),
                                               list(single.parameters())),
     }
     zero.consolidate_state_dict(to=0)
-    path = folder / f"zero-{case.name}-{engine}.pt"
+    path = folder / f"zero-{case.name}-{engine}-{overrides.get('state_format')}.pt"
     if dist.get_rank() == 0:
         torch.save({"model": model.state_dict(), "optimizer": zero.state_dict()}, path)
     dist.barrier()
@@ -326,7 +326,7 @@ def _zero_check(case: Case, engine: str, folder: Path) -> dict[str, Any]:
     fresh = TinyNet(seed=1)
     fresh.load_state_dict(checkpoint["model"])
     fresh_ddp = DistributedDataParallel(fresh)
-    resumed = _zero(case, engine, fresh)
+    resumed = _zero(case, engine, fresh, **overrides)
     resumed.load_state_dict(checkpoint["optimizer"])
     more = range(STEPS, STEPS + MORE_STEPS)
     _zero_train(fresh_ddp, resumed, more)
@@ -338,7 +338,7 @@ def _zero_check(case: Case, engine: str, folder: Path) -> dict[str, Any]:
     checkpoint = torch.load(path, weights_only=True)  # ZeRO's load wrote into the last one
     plain_model = TinyNet(seed=1)
     plain_model.load_state_dict(checkpoint["model"])
-    plain = build_for(case, plain_model, engine)
+    plain = build_for(case, plain_model, engine, **overrides)
     plain.load_state_dict(checkpoint["optimizer"])
     for step in more:
         x, y = batch(step)
@@ -376,6 +376,9 @@ def zero_plan() -> list[Check]:
     radam = next(case for case in ZERO_CASES if case.name == "RAdam")
     checks.append(Check(key(radam, "foreach", "nonfinite"), "foreach",
                         partial(_zero_nonfinite_check, radam, "foreach")))
+    checks += [Check(key(radam, engine, "8bit"), engine,
+                     partial(_zero_check, radam, engine, state_format="8bit", min_8bit_size=0))
+               for engine in engines_of(radam)]
     return checks
 
 
