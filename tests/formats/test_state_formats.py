@@ -487,3 +487,30 @@ def test_the_kernel_codec_is_the_definition_on_the_general_path(monkeypatch, cas
         assert torch.equal(a, b)
         for key, value in fast.state[a].items():
             assert torch.equal(value, slow.state[b][key]), key
+
+
+@pytest.mark.parametrize(("state_format", "stored"), [("8bit", torch.uint8),
+                                                      ("bfloat16", torch.bfloat16)])
+def test_fresh_state_is_made_in_its_format(monkeypatch, state_format, stored):
+    """The memory a format saves is never spent first: the rule builds fresh moments like a
+    tensor of the format's dtype (zero codes, zero scales), not in float32."""
+    optimizer = rectified.RAdam(_params(), state_format=state_format, min_8bit_size=300)
+    rule_class = type(optimizer.rule)
+    original = rule_class.init_state
+    templates = []
+
+    def recording(self, param, group):
+        templates.append((param.numel(), param.dtype))
+        return original(self, param, group)
+
+    monkeypatch.setattr(rule_class, "init_state", recording)
+    params = optimizer.param_groups[0]["params"]
+    for step in range(2):
+        for p, g in zip(params, _grads(params, step)):
+            p.grad = g
+        optimizer.step()
+    expected = {(p.numel(), stored if state_format == "bfloat16" or p.numel() >= 300
+                 else torch.float32) for p in params}
+    assert set(templates) == expected and len(templates) == len(params)
+    big = optimizer.state[params[0]]
+    assert big["exp_avg"].dtype == stored

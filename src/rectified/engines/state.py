@@ -13,6 +13,7 @@ import torch
 from torch import Tensor
 from torch.optim.optimizer import _get_scalar_dtype
 
+from rectified import formats
 from rectified.engines.fused import kernel
 from rectified.formats import effective_state_dtype
 from rectified.rules.base import UpdateRule
@@ -34,13 +35,27 @@ def state_dtype(param: Tensor, group: Mapping[str, Any]) -> torch.dtype:
     return _COMPLEX_OF[dtype] if param.is_complex() else dtype
 
 
-def _template(param: Tensor, group: Mapping[str, Any]) -> Tensor:
+def _template(param: Tensor, group: Mapping[str, Any], encoded: str | None) -> Tensor:
     """What the rule builds fresh state like: the parameter, or an empty tensor of its shape in
-    the group's ``state_dtype``."""
-    dtype = state_dtype(param, group)
+    the group's ``state_dtype``, or in the dtype of its state format (uint8 codes, bfloat16)."""
+    dtype = {"8bit": torch.uint8, "bfloat16": torch.bfloat16}.get(
+        encoded or "", state_dtype(param, group))
     if dtype == param.dtype:
         return param
     return torch.empty_like(param, dtype=dtype, memory_format=torch.preserve_format)
+
+
+def _fresh(param: Tensor, group: Mapping[str, Any], rule: UpdateRule) -> dict[str, Any]:
+    """The rule's fresh state, made directly in the group's state format: zero moments are zero
+    codes with zero scales (never a float32 moment first, which is the memory a format saves)."""
+    storage = formats.storage_of(group)
+    encoded = storage.encoded(param) if storage is not None else None
+    fresh = rule.init_state(_template(param, group, encoded), group)
+    if encoded == "8bit":
+        count = formats.codes.scale_count(param.numel())
+        for key in [k for k in fresh if k in formats.MOMENT_KINDS]:
+            fresh[formats.scales_key(key)] = torch.zeros(count, device=param.device)
+    return fresh
 
 
 def state_of(
@@ -50,12 +65,12 @@ def state_of(
     """``state`` (a parameter's entry), with what the rule needs filled in fresh."""
     if not state:
         state["step"] = torch.tensor(0.0, dtype=_get_scalar_dtype())
-        state.update(rule.init_state(_template(param, group), group))
+        state.update(_fresh(param, group, rule))
     elif not state.keys() >= keys:
         # A group may turn on an option that needs more state (e.g. amsgrad) mid-run. Fresh
         # state is only built then: building it every step would allocate and zero-fill every
         # state tensor on every step.
-        for key, value in rule.init_state(_template(param, group), group).items():
+        for key, value in _fresh(param, group, rule).items():
             state.setdefault(key, value)
     return state
 
