@@ -514,3 +514,18 @@ def test_fresh_state_is_made_in_its_format(monkeypatch, state_format, stored):
     assert set(templates) == expected and len(templates) == len(params)
     big = optimizer.state[params[0]]
     assert big["exp_avg"].dtype == stored
+
+
+@pytest.mark.parametrize("engine", list(ENGINES))
+def test_the_general_path_loads_a_few_parameters_at_a_time(monkeypatch, engine, fused_kernel):
+    """Working copies are bounded: cutting the group into pieces changes no bit."""
+    from rectified.engines import engine as engines
+
+    nadam = next(case for case in FORMAT_CASES if case.name == "NAdam")
+    whole, whole_optimizer = _train(nadam, state_format="8bit", **ENGINES[engine])
+    monkeypatch.setattr(engines, "WORKING_ELEMENTS", 100)
+    pieces, pieces_optimizer = _train(nadam, state_format="8bit", **ENGINES[engine])
+    for a, b in zip(whole, pieces):
+        assert torch.equal(a, b)
+        for key, value in whole_optimizer.state[a].items():
+            assert torch.equal(value, pieces_optimizer.state[b][key]), key

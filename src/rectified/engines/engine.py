@@ -28,6 +28,9 @@ from rectified.engines.tensors import (
 from rectified.rules.base import TensorListOps, UpdateRule
 
 StateMap = Mapping[Tensor, dict[str, Any]]
+# What a formatted step loads into float32 at once, per moment (64 MB): the general path's
+# working copies stay a small multiple of this, whatever the model's size.
+WORKING_ELEMENTS = 1 << 24
 
 
 class GroupStep:
@@ -93,10 +96,22 @@ class Engine:
     def run_stored(self, rule: UpdateRule, group: Mapping[str, Any], keys: Sequence[str],
                    slots: Slots, entries: Sequence[dict[str, Any]], counts: Sequence[int],
                    storage: formats.Storage) -> None:
-        """Run the rule where the group stores state in a format: load, run, store."""
-        loaded = Loaded(storage, group, slots, entries, keys, counts, self.codec())
-        self.run_rule(rule, group, keys, loaded.slots, counts)
-        loaded.store_(slots[0])
+        """Run the rule where the group stores state in a format: load, run, store; a few
+        parameters at a time, so that the float32 working copies of the moments never hold
+        more than about :data:`WORKING_ELEMENTS` elements each."""
+        start = 0
+        while start < len(slots[0]):
+            stop, size = start, 0
+            while stop < len(slots[0]) and (stop == start or size < WORKING_ELEMENTS):
+                size += slots[0][stop].numel()
+                stop += 1
+            index = list(range(start, stop))
+            chunk = select(slots, index)
+            loaded = Loaded(storage, group, chunk, entries[start:stop], keys, counts[start:stop],
+                            self.codec())
+            self.run_rule(rule, group, keys, loaded.slots, counts[start:stop])
+            loaded.store_(chunk[0])
+            start = stop
 
     def run_rule(self, rule: UpdateRule, group: Mapping[str, Any], keys: Sequence[str],
                  slots: Slots, counts: Sequence[int]) -> None:
