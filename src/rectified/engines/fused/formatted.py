@@ -78,13 +78,19 @@ def run_(rule: UpdateRule, group: Mapping[str, Any], keys: Sequence[str], slots:
     positions = {id(p): i for i, p in enumerate(group["params"])}
     for (count, encoded, _, stochastic), index in calls.items():
         operation = _one_step(rule, group, keys, len(slots), count)
-        shared = set(overlapping(select(slots, index), (1,))) if operation is not None else set()
-        if operation is None or shared:
-            left += [index[j] for j in shared] if operation is not None else index
-            index = [i for j, i in enumerate(index) if j not in shared]
-            if operation is None or not index:
-                continue
+        if operation is None:
+            left += index
+            continue
+        # Tensors sharing memory (the scales too) run one at a time, on the general path.
         eight_bit = encoded == "8bit"
+        with_scales = select(slots, index) + ([
+            [entries[i][formats.scales_key(key)] for i in index] for key in keys]
+            if eight_bit else [])
+        shared = set(overlapping(with_scales, (1,)))
+        left += [index[j] for j in shared]
+        index = [i for j, i in enumerate(index) if j not in shared]
+        if not index:
+            continue
         moments = [entries[i][key] for i in index for key in keys]
         scales = [entries[i][formats.scales_key(key)] for i in index for key in keys] \
             if eight_bit else []

@@ -1,9 +1,9 @@
 // An Adam-family step (adam_step_ or bounded_step_) over moments stored in a state format
 // (rectified/formats/): in one pass per block of 256 elements, the stored moments are decoded,
 // the step runs in float32 as adam_chunk or bounded_chunk does, and the moments are encoded
-// again, while the block is in cache. The codes, the
-// random bits and the rounding are those of the Python definitions (formats/codes.py,
-// formats/rounding.py), bit for bit; the tests hold the two together.
+// again, while the block is in cache. The codes, the random bits and the rounding are those of
+// the Python definitions (formats/codes.py, formats/rounding.py), bit for bit; the tests hold
+// the two together. The callers have checked that no two tensors of a call share memory.
 #pragma once
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
