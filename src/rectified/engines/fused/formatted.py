@@ -65,7 +65,7 @@ def run_(rule: UpdateRule, group: Mapping[str, Any], keys: Sequence[str], slots:
                                                     ["exp_avg", "exp_avg_sq", "max_exp_avg_sq"]):
         return list(range(n))
     calls: dict[tuple[Any, ...], list[int]] = defaultdict(list)
-    if not any(storage.encoded(p) for p in slots[0]) or not kernel.load_formats():
+    if not any(p.is_cpu and storage.encoded(p) for p in slots[0]) or not kernel.load_formats():
         return list(range(n))
     left = []
     for i, (p, g) in enumerate(zip(slots[0], slots[1])):
