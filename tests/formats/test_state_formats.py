@@ -404,6 +404,7 @@ def _odd_run(case, engine, state_format, make_param, make_grad):
     return [p.detach().as_subclass(torch.Tensor).clone() for p in params]
 
 
+@pytest.mark.filterwarnings("ignore:state_format=.*keep float32 state:RuntimeWarning")
 @pytest.mark.parametrize("kind", list(ODD))
 @pytest.mark.parametrize("state_format", FORMATS)
 @pytest.mark.parametrize("engine", ["foreach", "fused"])
@@ -529,3 +530,22 @@ def test_the_general_path_loads_a_few_parameters_at_a_time(monkeypatch, engine, 
         assert torch.equal(a, b)
         for key, value in whole_optimizer.state[a].items():
             assert torch.equal(value, pieces_optimizer.state[b][key]), key
+
+
+def test_parameters_a_format_cannot_take_keep_float32_state_and_say_so(monkeypatch):
+    from torch.testing._internal.two_tensor import TwoTensor
+
+    from rectified import formats
+
+    monkeypatch.setattr(formats, "_warned", set())
+    param = torch.nn.Parameter(TwoTensor(torch.randn(300), torch.randn(300)))
+    plain = torch.randn(300, requires_grad=True)
+    optimizer = rectified.Adam([param, plain], state_format="8bit", min_8bit_size=0,
+                               foreach=True)
+    with pytest.warns(RuntimeWarning, match="TwoTensor parameters keep float32 state"):
+        for _ in range(2):
+            param.grad = TwoTensor(torch.randn(300), torch.randn(300))
+            plain.grad = torch.randn(300)
+            optimizer.step()
+    assert optimizer.state[param]["exp_avg"].dtype == torch.float32
+    assert optimizer.state[plain]["exp_avg"].dtype == torch.uint8

@@ -28,6 +28,7 @@ An 8-bit moment ``key`` is stored as ``state[key]`` (uint8 codes, the parameter'
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -73,7 +74,10 @@ class Storage:
 
     def encoded(self, param: Tensor) -> str | None:
         """"8bit", "bfloat16" or None (plain) for ``param``'s moments."""
-        if self.state_format not in ("8bit", "bfloat16") or not plain_real(param):
+        if self.state_format not in ("8bit", "bfloat16"):
+            return None
+        if not plain_real(param):
+            _warn_kept(param, self.state_format)
             return None
         if self.state_format == "8bit" and param.numel() < self.min_8bit_size:
             return None
@@ -81,6 +85,19 @@ class Storage:
 
     def rounds_stochastically(self, param: Tensor) -> bool:
         return self.stochastic_params and param.dtype == torch.bfloat16 and plain_real(param)
+
+
+_warned: set[str] = set()
+
+
+def _warn_kept(param: Tensor, state_format: str) -> None:
+    """Say once per kind of tensor that its state stays float32 (not silently)."""
+    kind = "complex" if param.is_complex() else type(param.data).__name__
+    if (param.is_floating_point() or param.is_complex()) and kind not in _warned:
+        _warned.add(kind)
+        warnings.warn(f"state_format={state_format!r}: {kind} parameters keep float32 state "
+                      "(the formats take plain real tensors; DTensor shards are not blocked "
+                      "yet)", RuntimeWarning, stacklevel=2)
 
 
 def plain_real(tensor: Tensor) -> bool:
