@@ -423,7 +423,7 @@ def _fsdp_train(model, optimizer, steps: range, nan_step: int | None = None) -> 
 
 
 def _fsdp_check(case: Case, engine: str, full_state_dict: bool,
-                folder: Path) -> dict[str, Any]:
+                folder: Path, **overrides: Any) -> dict[str, Any]:
     """Sharded training against the unsharded run; then the optimizer state through
     get_optimizer_state_dict/set_optimizer_state_dict into fresh objects, whose first (lr = 0)
     step must not move parameters or Lookahead's counter; then both runs continue."""
@@ -436,11 +436,11 @@ def _fsdp_check(case: Case, engine: str, full_state_dict: bool,
     )
 
     model = _sharded()
-    optimizer = build_for(case, model, engine)
+    optimizer = build_for(case, model, engine, **overrides)
     _fsdp_train(model, optimizer, range(STEPS))
     entry: dict[str, Any] = {
-        "error_vs_unsharded": max_relative_error(_full(model),
-                                                 _unsharded(case, engine, range(STEPS))),
+        "error_vs_unsharded": max_relative_error(
+            _full(model), _unsharded(case, engine, range(STEPS), **overrides)),
     }
     if full_state_dict:
         get_options = StateDictOptions(full_state_dict=True, cpu_offload=True)
@@ -452,7 +452,7 @@ def _fsdp_check(case: Case, engine: str, full_state_dict: bool,
 
     fresh = _sharded(seed=1)
     set_model_state_dict(fresh, model_state)
-    fresh_optimizer = build_for(case, fresh, engine)
+    fresh_optimizer = build_for(case, fresh, engine, **overrides)
     before = _local(fresh)
     get_optimizer_state_dict(fresh, fresh_optimizer)  # creates the state with an lr = 0 step
     entry["init_moved_params"] = not all(
@@ -496,6 +496,11 @@ def fsdp_plan() -> list[Check]:
     checks += [Check(key(case, "reference", "nonfinite"), "reference",
                      partial(_fsdp_nonfinite_check, case, "reference", EVEN))
                for case in RULE_CASES]
+    # A state format keeps float32 state for DTensor parameters (saying so): it must still
+    # train, checkpoint and resume.
+    radam = next(case for case in RULE_CASES if case.name == "RAdam")
+    checks.append(Check(key(radam, "fused", "8bit"), "fused", partial(
+        _fsdp_check, radam, "fused", False, state_format="8bit", min_8bit_size=0)))
     empty_shard = next(case for case in CASES if case.name == FSDP_EMPTY_SHARD_CASE)
     checks.append(Check(key(empty_shard, "foreach", "nonfinite-empty-shard"), "foreach",
                         partial(_fsdp_nonfinite_check, empty_shard, "foreach", UNEVEN)))
