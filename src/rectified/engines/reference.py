@@ -12,8 +12,9 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from rectified.engines.engine import Engine, update
-from rectified.engines.tensors import Slots
+from rectified.engines.engine import Engine, buckets, update
+from rectified.engines.fused import kernel
+from rectified.engines.tensors import Slots, overlapping, select
 from rectified.rules.base import TensorList, UpdateRule
 from rectified.rules.composed import ComposedOps
 
@@ -97,6 +98,7 @@ def _unshared(result: Tensor) -> Tensor:
 
 
 PER_TENSOR = PerTensorOps()
+SMALL = 1 << 16  # elements: parameters up to this size may run in one call of the rule
 
 
 class ReferenceEngine(Engine):
@@ -105,8 +107,24 @@ class ReferenceEngine(Engine):
 
     def apply(self, rule: UpdateRule, group: Mapping[str, Any], keys: Sequence[str],
               slots: Slots, counts: Sequence[int]) -> None:
-        for i, count in enumerate(counts):
-            update(rule, self.ops, group, keys, [[xs[i]] for xs in slots], count)
+        """The rule once per parameter. Small parameters that share no memory with another
+        may run as one call per step count instead: every operation still runs tensor by
+        tensor, so each parameter sees the same operations on the same values (an update rule
+        is elementwise), and the rule's scalars are computed once, not once per parameter
+        (1,000 parameters of 10k: 4-11% faster). Large ones run alone, each staying in cache
+        through all its operations (one call for ten of 1M was 1.5x slower). Grouping needs
+        the kernel's overlap test (cheap); without it every parameter runs alone."""
+        alone = list(range(len(counts)))
+        if kernel.is_loaded() and len(counts) > 1 and not group.get("differentiable"):
+            shared = set(overlapping(slots, (1,)))
+            alone = [i for i, p in enumerate(slots[0]) if i in shared or p.numel() > SMALL]
+            together = set(range(len(counts))) - set(alone)
+            for (*_, count), index in buckets(slots[0], counts, self.bucket_key).items():
+                index = [i for i in index if i in together]
+                if index:
+                    update(rule, self.ops, group, keys, select(slots, index), count)
+        for i in alone:
+            update(rule, self.ops, group, keys, [[xs[i]] for xs in slots], counts[i])
 
     def apply_elementwise(self, body: Callable[..., None], slots: Slots) -> None:
         body(self.ops, *slots)

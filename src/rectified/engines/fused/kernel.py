@@ -240,6 +240,13 @@ def overlapping(slots: Sequence[Sequence[torch.Tensor]], read_only: Sequence[int
     return torch.ops.rectified_fused.overlapping(flat, len(slots), list(read_only))
 
 
+def first_unfit(params: list[torch.Tensor], grads: list[torch.Tensor],
+                states: list[torch.Tensor | None], n_keys: int) -> int:
+    """The index of the first parameter whose step cannot be right, or -1 (see
+    :func:`rectified.engines.state.check_gradients`)."""
+    return torch.ops.rectified_fused.first_unfit(params, grads, states, n_keys)
+
+
 def advance_steps_(steps: list[torch.Tensor]) -> list[float]:
     """Add 1 to one-element float CPU step counters, in one call; raises RuntimeError (having
     changed nothing) if any is not one."""

@@ -84,6 +84,32 @@ std::vector<double> advance_steps_(at::TensorList steps) {
   return counts;
 }
 
+// The first parameter whose step cannot be right, or -1: a sparse gradient or one of another
+// shape than its parameter, a lazily conjugated or negated parameter, or a state tensor of
+// another shape or with a lazy bit (engines/state.py, check_gradients, says which and why).
+// states: n_keys per parameter, None where a parameter has no such state yet.
+int64_t first_unfit(at::TensorList params, at::TensorList grads,
+                    const c10::List<std::optional<at::Tensor>>& states, int64_t n_keys) {
+  TORCH_CHECK(grads.size() == params.size() &&
+              states.size() == params.size() * static_cast<size_t>(n_keys),
+              "first_unfit: lists of mismatched lengths");
+  for (size_t t = 0; t < params.size(); ++t) {
+    const at::Tensor& p = params[t];
+    const at::Tensor& g = grads[t];
+    if (g.is_sparse() || g.sizes() != p.sizes() || p.is_conj() || p.is_neg()) {
+      return static_cast<int64_t>(t);
+    }
+    for (int64_t k = 0; k < n_keys; ++k) {
+      const std::optional<at::Tensor> value = states.get(t * n_keys + k);
+      if (value.has_value() && value->defined() &&
+          (value->sizes() != p.sizes() || value->is_conj() || value->is_neg())) {
+        return static_cast<int64_t>(t);
+      }
+    }
+  }
+  return -1;
+}
+
 }  // namespace rectified_fused
 
 TORCH_LIBRARY(rectified_fused, m) {
@@ -94,6 +120,8 @@ TORCH_LIBRARY(rectified_fused, m) {
   m.def("overlapping(Tensor[] tensors, int n_slots, int[] read_only) -> int[]",
         &rectified_fused::overlapping);
   m.def("advance_steps_(Tensor(a!)[] steps) -> float[]", &rectified_fused::advance_steps_);
+  m.def("first_unfit(Tensor[] params, Tensor[] grads, Tensor?[] states, int n_keys) -> int",
+        &rectified_fused::first_unfit);
   m.class_<rectified_fused::Plan>("Plan")
       .def(torch::init<std::vector<at::Tensor>, std::vector<at::Tensor>,
                        std::vector<at::Tensor>, int64_t>())
