@@ -1,6 +1,6 @@
 """Engines: how one update rule is executed over a param group.
 
-* ``reference``: the rule runs once per parameter, with plain tensor ops (:mod:`.reference`).
+* ``reference``: every operation tensor by tensor, with plain tensor ops (:mod:`.reference`).
 * ``foreach``: the rule runs once per bucket of parameters that share device, dtype and step
   count, with ``torch._foreach_*`` ops (:mod:`.foreach`).
 * ``fused``: the rule is traced into an elementwise program that one C++ kernel runs over a

@@ -1,5 +1,6 @@
-"""The reference engine: the rule runs once per parameter, and every list operation with plain
-torch ops (the named operations as their compositions of primitives).
+"""The reference engine: every list operation tensor by tensor with plain torch ops (the named
+operations as their compositions of primitives), the rule once per parameter (small
+parameters that share no memory: once per step count, see :meth:`ReferenceEngine.apply`).
 
 It is the slowest engine and the one the others are tested against.
 """
