@@ -104,9 +104,6 @@ def run_(rule: UpdateRule, group: Mapping[str, Any], keys: Sequence[str], slots:
     return sorted(left)
 
 
-
-
-
 def _plain(tensor: Tensor, dtype: torch.dtype) -> bool:
     return (tensor.dtype is dtype and tensor.is_cpu and tensor.is_contiguous()
             and type(tensor) in (Tensor, torch.nn.Parameter) and not tensor.is_neg())
