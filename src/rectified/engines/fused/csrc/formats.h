@@ -180,29 +180,41 @@ enum class Storage { kEightBit, kBFloat16 };
 // One block: load the moments, step, store the parameter, keep the new moments and their
 // largest magnitudes; then encode them. One loop for the step, so p, g and the stored moments
 // are each read once.
+// A step's scalars, read once per call (not once per block).
+template <bool kBounded, bool kMax, bool kCoupled>
+struct BlockStep {
+  using Names = std::conditional_t<kBounded, BoundedNames, AdamNames>;
+  Moments<float, kMax, kCoupled> moments;
+  // adam_step_ (as adam_chunk) or bounded_step_ (as bounded_chunk), scalars by name.
+  float eps = 0, step = 0, momentum_step = 0, scale = 0, low = 0, high = 0;
+  int mode = 0;
+  explicit BlockStep(const Instruction& in) : moments(in, Names{}) {
+    if constexpr (kBounded) {
+      eps = static_cast<float>(in.s[bounded_step::Scalar::eps]);
+      scale = static_cast<float>(in.s[bounded_step::Scalar::scale]);
+      low = static_cast<float>(in.s[bounded_step::Scalar::lower]);
+      high = static_cast<float>(in.s[bounded_step::Scalar::upper]);
+    } else {
+      using namespace adam_step;
+      eps = static_cast<float>(in.s[Scalar::eps] * in.s[Scalar::denom_scale]);
+      step = static_cast<float>(-in.s[Scalar::step_size] * in.s[Scalar::denom_scale]);
+      momentum_step = static_cast<float>(-in.s[Scalar::step_size]);
+      mode = static_cast<int>(in.s[Scalar::mode]);
+    }
+  }
+};
+
 template <typename T, Storage kStorage, bool kBounded, bool kMax, bool kCoupled>
-void run_block(const Instruction& in, const Job& job, int64_t begin, bool stochastic_param) {
+void run_block(const BlockStep<kBounded, kMax, kCoupled>& rule, const Job& job, int64_t begin,
+               bool stochastic_param) {
   using P = std::conditional_t<std::is_same_v<T, float>, float, uint16_t>;
   using S = std::conditional_t<kStorage == Storage::kEightBit, uint8_t, uint16_t>;
   const int64_t n = std::min(kBlock, job.n - begin);
   const int64_t block = begin / kBlock;
-  using Names = std::conditional_t<kBounded, BoundedNames, AdamNames>;
-  const Moments<float, kMax, kCoupled> moments(in, Names{});
-  // adam_step_ (as adam_chunk) or bounded_step_ (as bounded_chunk), scalars by name.
-  float eps, step = 0, momentum_step = 0, scale = 0, low = 0, high = 0;
-  int mode = 0;
-  if constexpr (kBounded) {
-    eps = static_cast<float>(in.s[bounded_step::Scalar::eps]);
-    scale = static_cast<float>(in.s[bounded_step::Scalar::scale]);
-    low = static_cast<float>(in.s[bounded_step::Scalar::lower]);
-    high = static_cast<float>(in.s[bounded_step::Scalar::upper]);
-  } else {
-    using namespace adam_step;
-    eps = static_cast<float>(in.s[Scalar::eps] * in.s[Scalar::denom_scale]);
-    step = static_cast<float>(-in.s[Scalar::step_size] * in.s[Scalar::denom_scale]);
-    momentum_step = static_cast<float>(-in.s[Scalar::step_size]);
-    mode = static_cast<int>(in.s[Scalar::mode]);
-  }
+  const auto& moments = rule.moments;
+  const float eps = rule.eps, step = rule.step, momentum_step = rule.momentum_step;
+  const float scale = rule.scale, low = rule.low, high = rule.high;
+  const int mode = rule.mode;
   P* __restrict p = static_cast<P*>(job.p) + begin;
   const P* __restrict g = static_cast<const P*>(job.g) + begin;
   S* __restrict ms = static_cast<S*>(job.moment[0]) + begin;
@@ -306,9 +318,10 @@ void run_jobs(const Instruction& in, const std::vector<Job>& jobs, bool stochast
   for (size_t j = 0; j < jobs.size(); ++j) {
     for (int64_t b = 0; b < jobs[j].n; b += kBlock) blocks.emplace_back(static_cast<int64_t>(j), b);
   }
+  const BlockStep<kBounded, kMax, kCoupled> rule(in);
   at::parallel_for(0, static_cast<int64_t>(blocks.size()), 64, [&](int64_t lo, int64_t hi) {
     for (int64_t i = lo; i < hi; ++i) {
-      run_block<T, kStorage, kBounded, kMax, kCoupled>(in, jobs[blocks[i].first],
+      run_block<T, kStorage, kBounded, kMax, kCoupled>(rule, jobs[blocks[i].first],
                                                        blocks[i].second, stochastic_param);
     }
   });
