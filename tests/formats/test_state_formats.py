@@ -341,9 +341,11 @@ def _fused_run(monkeypatch, one_pass, case, dtype, stochastic, state_format):
     ids=case_id)
 def test_the_one_pass_kernel_is_the_general_path(monkeypatch, case, dtype, stochastic,
                                                  state_format, fused_kernel):
-    """The kernel decodes, steps and encodes as the general path (load, the kernel's Adam
-    loop, store) does: the same codes and parameters, except where the two loops' float32
-    rounding differs in the last place and a value sits on a code boundary."""
+    """The kernel decodes, steps and encodes as the general path (load, the kernel's loop,
+    store) does: the same codes, and parameters within float32 rounding (the two loops may
+    contract a multiply-add differently: AMSBound's parameters differ in the last place in
+    about 1% of elements; the Adam family's are identical), except where such a difference
+    puts a value on the other side of a code boundary."""
     fast, fast_optimizer, taken = _fused_run(monkeypatch, True, case, dtype, stochastic,
                                              state_format)
     general, general_optimizer, _ = _fused_run(monkeypatch, False, case, dtype, stochastic,
@@ -351,8 +353,8 @@ def test_the_one_pass_kernel_is_the_general_path(monkeypatch, case, dtype, stoch
     assert sum(taken) >= 5 * 4  # every parameter, every step after the first
     differ = total = 0
     for a, b in zip(fast, general):
-        differ += int((a != b).sum())
-        total += a.numel()
+        ulp = torch.finfo(a.dtype).eps  # a contracted step: an ulp of the tensor's scale
+        torch.testing.assert_close(a, b, rtol=4 * ulp, atol=4 * ulp * float(b.abs().max()))
         for key, value in fast_optimizer.state[a].items():
             other = general_optimizer.state[b][key]
             differ += int((value != other).sum())
