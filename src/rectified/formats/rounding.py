@@ -17,6 +17,8 @@ nearest loses every time, then moves the parameter on average.
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import Tensor
 
@@ -25,17 +27,8 @@ GOLDEN = 0x9E3779B1
 PARAM_SALT = 0x5BD1E995
 
 
-def _fmix32_int(h: int) -> int:
-    h &= WORD
-    h ^= h >> 16
-    h = (h * 0x85EBCA6B) & WORD
-    h ^= h >> 13
-    h = (h * 0xC2B2AE35) & WORD
-    return h ^ (h >> 16)
-
-
-def fmix32(h: Tensor) -> Tensor:
-    """MurmurHash3's finaliser on 32-bit words held in an int64 tensor."""
+def fmix32(h: Any) -> Any:
+    """MurmurHash3's finaliser on 32-bit words: a Python int, or an int64 tensor of them."""
     h = h & WORD
     h = h ^ (h >> 16)
     h = (h * 0x85EBCA6B) & WORD
@@ -46,9 +39,9 @@ def fmix32(h: Tensor) -> Tensor:
 
 def stream_key(seed: int, step: int, tensor: int) -> int:
     """The key of one tensor's bits at one step."""
-    key = _fmix32_int((seed & WORD) ^ 0x9E3779B9)
+    key = fmix32((seed & WORD) ^ 0x9E3779B9)
     for word in ((seed >> 32) & WORD, step & WORD, (step >> 32) & WORD, tensor & WORD):
-        key = _fmix32_int(key ^ word)
+        key = fmix32(key ^ word)
     return key
 
 
