@@ -16,7 +16,7 @@ from torch import Tensor
 
 from rectified import formats
 from rectified.engines import state as states_
-from rectified.engines.stored import TORCH_OPS, Codec, Loaded
+from rectified.engines.stored import TORCH_OPS, Codec, Loaded, positions_in
 from rectified.engines.tensors import (
     Slots,
     as_local,
@@ -99,7 +99,7 @@ class Engine:
         """Run the rule where the group stores state in a format: load, run, store; a few
         parameters at a time, so that the float32 working copies of the moments never hold
         more than about :data:`WORKING_ELEMENTS` elements each."""
-        start = 0
+        start, positions = 0, positions_in(group, slots[0])
         while start < len(slots[0]):
             stop, size = start, 0
             while stop < len(slots[0]) and (stop == start or size < WORKING_ELEMENTS):
@@ -107,8 +107,8 @@ class Engine:
                 stop += 1
             index = list(range(start, stop))
             chunk = select(slots, index)
-            loaded = Loaded(storage, group, chunk, entries[start:stop], keys, counts[start:stop],
-                            self.codec())
+            loaded = Loaded(storage, positions[start:stop], chunk, entries[start:stop], keys,
+                            counts[start:stop], self.codec())
             self.run_rule(rule, group, keys, loaded.slots, counts[start:stop])
             loaded.store_(chunk[0])
             start = stop

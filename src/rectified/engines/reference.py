@@ -112,8 +112,9 @@ class ReferenceEngine(Engine):
         may run as one call per step count instead: every operation still runs tensor by
         tensor, so each parameter sees the same operations on the same values (an update rule
         is elementwise), and the rule's scalars are computed once, not once per parameter
-        (1,000 parameters of 10k: 4-11% faster). Large ones run alone, each staying in cache
-        through all its operations (one call for ten of 1M was 1.5x slower). Grouping needs
+        (1,000 parameters of 10k: up to 9% faster, measured in docs/performance.md). Large
+        ones run alone, each staying in cache through all its operations (one call for ten of
+        1M was 1.5x slower). Grouping needs
         the kernel's overlap test (cheap); without it every parameter runs alone."""
         alone = list(range(len(counts)))
         if kernel.is_loaded() and len(counts) > 1 and not group.get("differentiable"):

@@ -41,18 +41,23 @@ TORCH_OPS = Codec()
 BITS = {"exp_avg": "low", "exp_avg_sq": "high"}  # the running max rounds to nearest
 
 
+def positions_in(group: Mapping[str, Any], params: Sequence[Tensor]) -> list[int]:
+    """Each parameter's position in its group: the tensor field of its rounding stream."""
+    where = {id(p): i for i, p in enumerate(group["params"])}
+    return [where.get(id(p), i) for i, p in enumerate(params)]
+
+
 class Loaded:
     """``slots`` (params, grads, state lists) with the formatted tensors replaced by working
     copies; :meth:`store_` writes them back."""
 
-    def __init__(self, storage: formats.Storage, group: Mapping[str, Any], slots: Slots,
+    def __init__(self, storage: formats.Storage, positions: Sequence[int], slots: Slots,
                  entries: Sequence[dict[str, Any]], keys: Sequence[str],
                  counts: Sequence[int], codec: Codec = TORCH_OPS) -> None:
         self.storage, self.keys, self.codec = storage, list(keys), codec
         self.slots = [list(xs) for xs in slots]
         self.loaded: list[tuple[int, str | None, bool, dict[str, Any], int]] = []
-        positions = {id(p): i for i, p in enumerate(group["params"])}
-        for i, (p, entry, count) in enumerate(zip(slots[0], entries, counts)):
+        for i, (p, entry, count, tensor) in enumerate(zip(slots[0], entries, counts, positions)):
             encoded, stochastic = storage.encoded(p), storage.rounds_stochastically(p)
             if encoded is None and not stochastic:
                 continue
@@ -66,7 +71,6 @@ class Loaded:
                         decoded = codec.decode(entry, key, dtype)
                         self.slots[2 + j][i] = decoded if decoded is not None else formats.load(
                             entry, key, dtype)
-            tensor = positions.get(id(p), i)
             self.loaded.append((i, encoded, stochastic, entry, rounding.stream_key(
                 storage.seed, count, tensor)))
 

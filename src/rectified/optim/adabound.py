@@ -6,6 +6,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from rectified.formats import DEFAULT_MIN_8BIT_SIZE
 from rectified.optim.base import RuleOptimizer
 from rectified.optim.hyperparameters import in_range
 from rectified.rules.adabound import ADABOUND_RULE
@@ -35,7 +36,7 @@ class AdaBound(RuleOptimizer):
         skip_nonfinite: bool = False,
         state_dtype: torch.dtype | None = None,
         state_format: str | None = None,
-        min_8bit_size: int = 4096,
+        min_8bit_size: int = DEFAULT_MIN_8BIT_SIZE,
         param_rounding: str = "nearest",
         rounding_seed: int = 0,
     ) -> None:

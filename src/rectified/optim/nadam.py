@@ -7,6 +7,7 @@ import torch
 from torch import Tensor
 from torch.optim.optimizer import _get_scalar_dtype
 
+from rectified.formats import DEFAULT_MIN_8BIT_SIZE
 from rectified.optim.base import RuleOptimizer, StateDict
 from rectified.optim.checkpoints import check_state_dict, detached_copy
 from rectified.optim.eager import eager_step
@@ -41,7 +42,7 @@ class NAdam(RuleOptimizer):
         skip_nonfinite: bool = False,
         state_dtype: torch.dtype | None = None,
         state_format: str | None = None,
-        min_8bit_size: int = 4096,
+        min_8bit_size: int = DEFAULT_MIN_8BIT_SIZE,
         param_rounding: str = "nearest",
         rounding_seed: int = 0,
     ) -> None:

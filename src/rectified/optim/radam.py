@@ -5,6 +5,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from rectified.formats import DEFAULT_MIN_8BIT_SIZE
 from rectified.optim.base import RuleOptimizer
 from rectified.rules import radam as radam_rule
 
@@ -33,7 +34,7 @@ class RAdam(RuleOptimizer):
         skip_nonfinite: bool = False,
         state_dtype: torch.dtype | None = None,
         state_format: str | None = None,
-        min_8bit_size: int = 4096,
+        min_8bit_size: int = DEFAULT_MIN_8BIT_SIZE,
         param_rounding: str = "nearest",
         rounding_seed: int = 0,
     ) -> None:

@@ -24,7 +24,7 @@ from rectified import formats
 from rectified.engines.engine import update
 from rectified.engines.fused import kernel
 from rectified.engines.fused.program import instructions, trace
-from rectified.engines.stored import Codec
+from rectified.engines.stored import Codec, positions_in
 from rectified.engines.tensors import Slots, overlapping, select
 from rectified.rules.base import UpdateRule
 
@@ -75,7 +75,7 @@ def run_(rule: UpdateRule, group: Mapping[str, Any], keys: Sequence[str], slots:
             left.append(i)
             continue
         calls[(counts[i], encoded, p.dtype, storage.rounds_stochastically(p))].append(i)
-    positions = {id(p): i for i, p in enumerate(group["params"])}
+    positions = positions_in(group, slots[0])
     for (count, encoded, _, stochastic), index in calls.items():
         operation = _one_step(rule, group, keys, len(slots), count)
         if operation is None:
@@ -98,7 +98,7 @@ def run_(rule: UpdateRule, group: Mapping[str, Any], keys: Sequence[str], slots:
             kernel.formatted_step_(
                 operation[0], [slots[0][i] for i in index], [slots[1][i] for i in index],
                 moments, scales, len(keys), eight_bit, stochastic, storage.seed, count,
-                [positions.get(id(slots[0][i]), i) for i in index], operation[1])
+                [positions[i] for i in index], operation[1])
         except RuntimeError:  # a tensor it cannot read (a view, a subclass): nothing was written
             left += index
     return sorted(left)
