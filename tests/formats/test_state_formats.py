@@ -551,3 +551,18 @@ def test_parameters_a_format_cannot_take_keep_float32_state_and_say_so(monkeypat
             optimizer.step()
     assert optimizer.state[param]["exp_avg"].dtype == torch.float32
     assert optimizer.state[plain]["exp_avg"].dtype == torch.uint8
+
+
+def test_an_optimizer_keeps_its_own_state_dtype_when_it_loads_a_checkpoint():
+    params = _params(torch.bfloat16)
+    wide = rectified.Adam(params, state_dtype=torch.float32)
+    _run(None, params, wide, 0, 2)
+    narrow = rectified.Adam(params)
+    narrow.load_state_dict(wide.state_dict())
+    assert narrow.param_groups[0]["state_dtype"] is None
+    assert narrow.state[params[0]]["exp_avg"].dtype == torch.bfloat16
+    wide_again = rectified.Adam(params, state_dtype=torch.float32)
+    wide_again.load_state_dict(narrow.state_dict())
+    assert wide_again.state[params[0]]["exp_avg"].dtype == torch.float32
+    assert torch.equal(wide_again.state[params[0]]["exp_avg"],
+                       narrow.state[params[0]]["exp_avg"].float())
