@@ -187,14 +187,14 @@ def _local_batch(step: int, dtype=torch.float64):
 
 def _reference(case: Case, engine: str, steps: range, skip: frozenset[int] = frozenset(),
                scale_shape: tuple[int, ...] = (), empty: bool = True,
-               **overrides: Any) -> TinyNet:
+               dtype: torch.dtype = torch.float64, **overrides: Any) -> TinyNet:
     """One process, the global batch: what the distributed run must equal."""
-    model = TinyNet(scale_shape=scale_shape, empty=empty)
+    model = TinyNet(dtype=dtype, scale_shape=scale_shape, empty=empty)
     optimizer = build_for(case, model, engine, **overrides)
     for step in steps:
         if step in skip:
             continue
-        x, y = batch(step)
+        x, y = batch(step, dtype)
         optimizer.zero_grad()
         loss_of(model, x, y).backward()
         optimizer.step()
@@ -387,10 +387,11 @@ UNEVEN = (1,)  # the scale's shape: the last of two ranks holds an empty shard o
 EVEN = (3,)  # every one of two ranks holds part of every parameter
 
 
-def _sharded(seed: int = 0, scale_shape: tuple[int, ...] = UNEVEN) -> TinyNet:
+def _sharded(seed: int = 0, scale_shape: tuple[int, ...] = UNEVEN,
+             dtype: torch.dtype = torch.float64) -> TinyNet:
     from torch.distributed.fsdp import fully_shard
 
-    model = TinyNet(seed=seed, scale_shape=scale_shape, empty=False)
+    model = TinyNet(dtype=dtype, seed=seed, scale_shape=scale_shape, empty=False)
     fully_shard(model.first)
     fully_shard(model.second)
     fully_shard(model)
@@ -398,9 +399,10 @@ def _sharded(seed: int = 0, scale_shape: tuple[int, ...] = UNEVEN) -> TinyNet:
 
 
 def _unsharded(case: Case, engine: str, steps: range, scale_shape: tuple[int, ...] = UNEVEN,
-               skip: frozenset[int] = frozenset(), **overrides: Any) -> list[torch.Tensor]:
+               skip: frozenset[int] = frozenset(), dtype: torch.dtype = torch.float64,
+               **overrides: Any) -> list[torch.Tensor]:
     model = _reference(case, engine, steps, skip=skip, scale_shape=scale_shape, empty=False,
-                       **overrides)
+                       dtype=dtype, **overrides)
     return [p.detach() for p in model.parameters()]
 
 
@@ -414,7 +416,7 @@ def _local(model: TinyNet) -> list[torch.Tensor]:
 
 def _fsdp_train(model, optimizer, steps: range, nan_step: int | None = None) -> None:
     for step in steps:
-        x, y = _local_batch(step)
+        x, y = _local_batch(step, next(model.parameters()).dtype)
         optimizer.zero_grad()
         loss_of(model, x, y).backward()
         if step == nan_step and dist.get_rank() == 0:
@@ -422,8 +424,8 @@ def _fsdp_train(model, optimizer, steps: range, nan_step: int | None = None) -> 
         optimizer.step()
 
 
-def _fsdp_check(case: Case, engine: str, full_state_dict: bool,
-                folder: Path, **overrides: Any) -> dict[str, Any]:
+def _fsdp_check(case: Case, engine: str, full_state_dict: bool, folder: Path,
+                dtype: torch.dtype = torch.float64, **overrides: Any) -> dict[str, Any]:
     """Sharded training against the unsharded run; then the optimizer state through
     get_optimizer_state_dict/set_optimizer_state_dict into fresh objects, whose first (lr = 0)
     step must not move parameters or Lookahead's counter; then both runs continue."""
@@ -435,12 +437,12 @@ def _fsdp_check(case: Case, engine: str, full_state_dict: bool,
         set_optimizer_state_dict,
     )
 
-    model = _sharded()
+    model = _sharded(dtype=dtype)
     optimizer = build_for(case, model, engine, **overrides)
     _fsdp_train(model, optimizer, range(STEPS))
     entry: dict[str, Any] = {
         "error_vs_unsharded": max_relative_error(
-            _full(model), _unsharded(case, engine, range(STEPS), **overrides)),
+            _full(model), _unsharded(case, engine, range(STEPS), dtype=dtype, **overrides)),
     }
     if full_state_dict:
         get_options = StateDictOptions(full_state_dict=True, cpu_offload=True)
@@ -450,7 +452,7 @@ def _fsdp_check(case: Case, engine: str, full_state_dict: bool,
     model_state = get_model_state_dict(model)
     saved = get_optimizer_state_dict(model, optimizer, options=get_options)
 
-    fresh = _sharded(seed=1)
+    fresh = _sharded(seed=1, dtype=dtype)
     set_model_state_dict(fresh, model_state)
     fresh_optimizer = build_for(case, fresh, engine, **overrides)
     before = _local(fresh)
@@ -466,7 +468,44 @@ def _fsdp_check(case: Case, engine: str, full_state_dict: bool,
     _fsdp_train(fresh, fresh_optimizer, more)
     _fsdp_train(model, optimizer, more)
     entry["resumed_equal"] = all(torch.equal(a, b) for a, b in zip(_full(fresh), _full(model)))
+    if overrides.get("state_format"):
+        entry["format_problems"] = (_format_problems(model, optimizer, overrides["state_format"])
+                                    + _format_problems(fresh, fresh_optimizer,
+                                                       overrides["state_format"]))
     return entry
+
+
+def _format_problems(model: TinyNet, optimizer, state_format: str) -> list[str]:
+    """What is wrong with the formatted state of sharded parameters: each moment a DTensor laid
+    out as its parameter, in the format's dtype; 8-bit scales a DTensor of the sharded shape
+    whose row holds this rank's blocks, then zeros; the codes decode to finite values."""
+    from rectified import formats
+    from rectified.formats import sharded
+
+    problems = []
+    for name, param in model.named_parameters():
+        entry = optimizer.state[param]
+        for key in [k for k in entry if k in formats.MOMENT_KINDS]:
+            value, where = entry[key], f"{name}.{key}"
+            if not sharded.is_dtensor(value) or value.placements != param.placements:
+                problems.append(f"{where} is a {type(value).__name__} placed otherwise")
+                continue
+            wanted = torch.uint8 if state_format == "8bit" else torch.bfloat16
+            if value.dtype != wanted:
+                problems.append(f"{where} is {value.dtype}")
+            if state_format != "8bit":
+                continue
+            scales = entry.get(formats.scales_key(key))
+            if not sharded.is_dtensor(scales) or tuple(scales.shape) != formats.scales_shape(param):
+                problems.append(f"{where}'s scales are {scales!r}")
+                continue
+            row = scales.to_local().reshape(-1)
+            used = formats.codes.scale_count(param.to_local().numel())
+            if row[used:].any():
+                problems.append(f"{where}'s scales beyond this rank's blocks are not zero")
+            if not torch.isfinite(formats.stored_moment(entry, key).to_local()).all():
+                problems.append(f"{where} decodes to non-finite values")
+    return problems
 
 
 def _fsdp_nonfinite_check(case: Case, engine: str, scale_shape: tuple[int, ...],
@@ -481,8 +520,75 @@ def _fsdp_nonfinite_check(case: Case, engine: str, scale_shape: tuple[int, ...],
             "skips": [g.get("nonfinite_skips", 0) for g in optimizer.param_groups]}
 
 
+def _fsdp_misplaced_gradient_check(case: Case, engine: str, folder: Path) -> dict[str, Any]:
+    """A Shard(0) DTensor parameter stored in 8 bits whose gradient is replicated: its step
+    cannot run on the local shard alone, so it must raise before anything moves."""
+    from torch.distributed.device_mesh import init_device_mesh
+    from torch.distributed.tensor import Replicate, Shard, distribute_tensor
+
+    mesh = init_device_mesh("cpu", (dist.get_world_size(),))
+    generator = torch.Generator().manual_seed(7)
+    whole = torch.randn(8, 64, generator=generator)
+    param = torch.nn.Parameter(distribute_tensor(whole, mesh, [Shard(0)]))
+    optimizer = case.build([param], **{**case.kwargs, **ENGINE_OPTIONS[engine],
+                                        "state_format": "8bit", "min_8bit_size": 0})
+    param.grad = distribute_tensor(torch.randn(8, 64, generator=generator), mesh, [Replicate()])
+    before = param.to_local().clone()
+    try:
+        optimizer.step()
+        message = ""
+    except RuntimeError as error:
+        message = str(error)
+    return {"message": message, "moved": not torch.equal(param.to_local(), before),
+            "state": sorted(optimizer.state[param])}
+
+
+SWITCHES = ((4, None), (4, "8bit"), (3, "bfloat16"), (3, None))  # (steps, state_format)
+
+
+def _switching(model, optimizer, train: Callable[..., None],
+               check: Callable[[], list[str]] | None = None) -> list[str]:
+    """Train through :data:`SWITCHES`, changing every group's state_format between steps (the
+    optimizer converts its state); ``check`` after the 8-bit phase."""
+    problems: list[str] = []
+    start = 0
+    for steps, state_format in SWITCHES:
+        for group in optimizer.param_groups:
+            group["state_format"] = state_format
+        train(model, optimizer, range(start, start + steps))
+        start += steps
+        if state_format == "8bit" and check is not None:
+            problems = check()
+    return problems
+
+
+def _fsdp_switch_check(case: Case, engine: str, folder: Path) -> dict[str, Any]:
+    """A sharded run whose groups change state_format between steps (float32, 8-bit,
+    bfloat16, float32): the state converts shard by shard, and training stays within a code
+    step of the unsharded run that changes alike."""
+    model = _sharded()
+    optimizer = build_for(case, model, engine, min_8bit_size=0)
+    problems = _switching(model, optimizer, _fsdp_train,
+                          lambda: _format_problems(model, optimizer, "8bit"))
+    single = TinyNet(scale_shape=UNEVEN, empty=False)
+    single_optimizer = build_for(case, single, engine, min_8bit_size=0)
+
+    def train(model, optimizer, steps):
+        for step in steps:
+            x, y = batch(step)
+            optimizer.zero_grad()
+            loss_of(model, x, y).backward()
+            optimizer.step()
+
+    _switching(single, single_optimizer, train)
+    return {"format_problems": problems,
+            "error_vs_unsharded": max_relative_error(
+                _full(model), [p.detach() for p in single.parameters()])}
+
+
 FSDP_FULL_STATE_CASES = ("RAdam", "Ranger", "AdaBound")
 FSDP_EMPTY_SHARD_CASE = "RAdam"
+FSDP_FORMAT_CASES = ("RAdam", "AdaBound")
 
 
 def fsdp_plan() -> list[Check]:
@@ -496,11 +602,30 @@ def fsdp_plan() -> list[Check]:
     checks += [Check(key(case, "reference", "nonfinite"), "reference",
                      partial(_fsdp_nonfinite_check, case, "reference", EVEN))
                for case in RULE_CASES]
-    # A state format keeps float32 state for DTensor parameters (saying so): it must still
-    # train, checkpoint and resume.
-    radam = next(case for case in RULE_CASES if case.name == "RAdam")
-    checks.append(Check(key(radam, "fused", "8bit"), "fused", partial(
-        _fsdp_check, radam, "fused", False, state_format="8bit", min_8bit_size=0)))
+    # State formats block each rank's shard: they must train like the unsharded run (within a
+    # code step), checkpoint and resume, sharded and through a full state dict.
+    for case in RULE_CASES:
+        if case.name not in FSDP_FORMAT_CASES:
+            continue
+        for engine in engines_of(case):
+            for state_format in ("8bit", "bfloat16"):
+                checks.append(Check(key(case, engine, state_format), engine, partial(
+                    _fsdp_check, case, engine, False, state_format=state_format,
+                    min_8bit_size=0)))
+        checks.append(Check(key(case, "fused", "8bit-full-state-dict"), "fused", partial(
+            _fsdp_check, case, "fused", True, state_format="8bit", min_8bit_size=0)))
+        for state_format in ("8bit", "bfloat16"):  # float32: the one-pass kernel's shards
+            checks.append(Check(key(case, "fused", f"{state_format}-float32"), "fused", partial(
+                _fsdp_check, case, "fused", False, dtype=torch.float32,
+                state_format=state_format, min_8bit_size=0)))
+        checks.append(Check(key(case, "fused", "8bit-bfloat16-stochastic"), "fused", partial(
+            _fsdp_check, case, "fused", False, dtype=torch.bfloat16, state_format="8bit",
+            min_8bit_size=0, param_rounding="stochastic")))
+        checks.append(Check(key(case, "fused", "misplaced-gradient"), "fused", partial(
+            _fsdp_misplaced_gradient_check, case, "fused")))
+        for engine in engines_of(case):
+            checks.append(Check(key(case, engine, "switching-formats"), engine, partial(
+                _fsdp_switch_check, case, engine)))
     empty_shard = next(case for case in CASES if case.name == FSDP_EMPTY_SHARD_CASE)
     checks.append(Check(key(empty_shard, "foreach", "nonfinite-empty-shard"), "foreach",
                         partial(_fsdp_nonfinite_check, empty_shard, "foreach", UNEVEN)))

@@ -11,11 +11,17 @@ import pytest
 from tests.registry import CASES
 from tests.reliability.distributed_worker import (
     FSDP_EMPTY_SHARD_CASE,
+    FSDP_FORMAT_CASES,
     FSDP_FULL_STATE_CASES,
     key,
     launch,
 )
-from tests.reliability.support import RULE_CASES, case_engine_id, case_engine_params
+from tests.reliability.support import (
+    RULE_CASES,
+    case_engine_id,
+    case_engine_params,
+    engines_of,
+)
 
 TOLERANCE = 1e-5
 
@@ -82,11 +88,52 @@ def test_fsdp2_skip_nonfinite_with_an_empty_local_shard(fsdp_results):
 
 
 
-def test_fsdp2_with_a_state_format_keeps_float32_state_and_round_trips(fsdp_results):
-    """DTensor parameters are not blocked yet: under state_format="8bit" they keep float32
-    state (with a warning) and train within a code step of the unsharded 8-bit run, whose
-    moments are 8-bit; the distributed checkpoint round-trips as ever."""
-    radam = next(case for case in RULE_CASES if case.name == "RAdam")
-    entry = _entry(fsdp_results, key(radam, "fused", "8bit"))
-    assert entry["error_vs_unsharded"] <= 1e-2
+def _format_params():
+    pairs = []
+    for case in RULE_CASES:
+        if case.name in FSDP_FORMAT_CASES:
+            for engine in engines_of(case):
+                pairs += [pytest.param(case, engine, state_format,
+                                       id=f"{case.name}-{engine}-{state_format}")
+                          for state_format in ("8bit", "bfloat16")]
+            pairs += [pytest.param(case, "fused", check, id=f"{case.name}-fused-{check}")
+                      for check in ("8bit-full-state-dict", "8bit-float32", "bfloat16-float32",
+                                    "8bit-bfloat16-stochastic")]
+    return pairs
+
+
+@pytest.mark.parametrize(("case", "engine", "check"), _format_params())
+def test_fsdp2_state_formats_block_each_shard_and_round_trip(fsdp_results, case, engine, check):
+    """8-bit and bfloat16 state of DTensor parameters: DTensor codes laid out as the
+    parameter, scales sharded with a row per rank (its blocks, then zeros); training within a
+    code step of the unsharded run in the same format; the distributed checkpoint (sharded, or
+    full and broadcast from rank 0) round-trips, and both runs continue bit for bit. float64
+    parameters take the general path; float32 ones the fused engine's one-pass kernel."""
+    entry = _entry(fsdp_results, key(case, engine, check))
+    assert entry["format_problems"] == []
+    # bfloat16 state is elementwise, and a shard's element draws the random bits of its place
+    # in the whole tensor: the unsharded run's bits. 8-bit blocks end where shards end.
+    bound = {"bfloat16": 1e-9, "bfloat16-float32": 1e-6}.get(check, 1e-2)
+    assert entry["error_vs_unsharded"] <= bound
     _assert_round_trip(entry)
+
+
+@pytest.mark.parametrize("case", [c for c in RULE_CASES if c.name in FSDP_FORMAT_CASES],
+                         ids=lambda case: case.name)
+def test_fsdp2_formatted_dtensor_with_a_gradient_placed_otherwise_raises_before_moving(
+        fsdp_results, case):
+    entry = _entry(fsdp_results, key(case, "fused", "misplaced-gradient"))
+    assert "is a DTensor stored as state_format='8bit'" in entry["message"]
+    assert not entry["moved"]
+    assert entry["state"] == []
+
+
+@pytest.mark.parametrize(("case", "engine"), _params(
+    (case, engine) for case in RULE_CASES if case.name in FSDP_FORMAT_CASES
+    for engine in engines_of(case)))
+def test_fsdp2_state_converts_shard_by_shard_when_a_group_changes_its_format(
+        fsdp_results, case, engine):
+    """float32 -> 8-bit -> bfloat16 -> float32 between steps of a sharded run."""
+    entry = _entry(fsdp_results, key(case, engine, "switching-formats"))
+    assert entry["format_problems"] == []
+    assert entry["error_vs_unsharded"] <= 1e-2

@@ -16,7 +16,15 @@ from torch import Tensor
 
 from rectified import formats
 from rectified.engines import state as states_
-from rectified.engines.stored import TORCH_OPS, Codec, Loaded, positions_in
+from rectified.engines.stored import (
+    TORCH_OPS,
+    Codec,
+    Loaded,
+    Local,
+    Stored,
+    check_layouts,
+    stored,
+)
 from rectified.engines.tensors import (
     Slots,
     as_local,
@@ -71,7 +79,11 @@ class Engine:
         if sparse:
             check_sparse(rule, group, owner, sparse)
             params = [p for p in params if not cast(Tensor, p.grad).is_sparse]
-        states_.check_gradients(owner, params, state, rule.state_keys(group), group)
+        keys = rule.state_keys(group)
+        states_.check_gradients(owner, params, state, keys, group)
+        storage = formats.storage_of(group)
+        if storage is not None:
+            check_layouts(owner, storage, params, state, keys)
         return GroupStep(self, rule, group, state, params, sparse)
 
     def run(self, step: GroupStep) -> None:
@@ -90,16 +102,19 @@ class Engine:
         if storage is None:
             self.run_rule(rule, group, keys, slots, counts)
         else:
-            self.run_stored(rule, group, keys, slots, entries, counts, storage)
+            how = stored(storage, group, params)  # decided on the DTensors, not their shards
+            local = Local(slots, entries)
+            self.run_stored(rule, group, keys, local.slots, local.entries, counts, how, storage)
+            local.write_back()
         return keys, entries, counts
 
     def run_stored(self, rule: UpdateRule, group: Mapping[str, Any], keys: Sequence[str],
                    slots: Slots, entries: Sequence[dict[str, Any]], counts: Sequence[int],
-                   storage: formats.Storage) -> None:
+                   how: Sequence[Stored], storage: formats.Storage) -> None:
         """Run the rule where the group stores state in a format: load, run, store; a few
         parameters at a time, so that the float32 working copies of the moments never hold
         more than about :data:`WORKING_ELEMENTS` elements each."""
-        start, positions = 0, positions_in(group, slots[0])
+        start = 0
         while start < len(slots[0]):
             stop, size = start, 0
             while stop < len(slots[0]) and (stop == start or size < WORKING_ELEMENTS):
@@ -107,7 +122,7 @@ class Engine:
                 stop += 1
             index = list(range(start, stop))
             chunk = select(slots, index)
-            loaded = Loaded(storage, positions[start:stop], chunk, entries[start:stop], keys,
+            loaded = Loaded(storage, how[start:stop], chunk, entries[start:stop], keys,
                             counts[start:stop], self.codec())
             self.run_rule(rule, group, keys, loaded.slots, counts[start:stop])
             loaded.store_(chunk[0])

@@ -52,9 +52,8 @@ def _fresh(param: Tensor, group: Mapping[str, Any], rule: UpdateRule) -> dict[st
     encoded = storage.encoded(param) if storage is not None else None
     fresh = rule.init_state(_template(param, group, encoded), group)
     if encoded == "8bit":
-        count = formats.codes.scale_count(param.numel())
         for key in [k for k in fresh if k in formats.MOMENT_KINDS]:
-            fresh[formats.scales_key(key)] = torch.zeros(count, device=param.device)
+            fresh[formats.scales_key(key)] = formats.zero_scales(param)
     return fresh
 
 

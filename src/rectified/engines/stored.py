@@ -10,14 +10,14 @@ engine's kernel), and answers None or False where it cannot.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 from torch import Tensor
 
 from rectified import formats
-from rectified.engines.tensors import Slots
-from rectified.formats import rounding
+from rectified.engines.tensors import Slots, local_shards
+from rectified.formats import rounding, sharded
 from rectified.rules.moments import MOMENT_KINDS
 
 
@@ -47,18 +47,93 @@ def positions_in(group: Mapping[str, Any], params: Sequence[Tensor]) -> list[int
     return [where.get(id(p), i) for i, p in enumerate(params)]
 
 
+class Stored(NamedTuple):  # a tuple: made for every parameter at every step
+    """How one parameter's step loads and stores: its moments' format ("8bit", "bfloat16",
+    None), whether the parameter itself rounds stochastically, and its rounding stream's
+    fields: its position in the group, and the index in the whole tensor of its first element
+    (a DTensor shard's offset, see :mod:`rectified.formats.sharded`)."""
+
+    encoded: str | None
+    stochastic: bool
+    position: int
+    offset: int = 0
+
+    def stream(self, seed: int, count: int) -> int:
+        key = rounding.stream_key(seed, count, self.position)
+        return (key + self.offset * rounding.GOLDEN) & rounding.WORD
+
+
+def stored(storage: formats.Storage, group: Mapping[str, Any],
+           params: Sequence[Tensor]) -> list[Stored]:
+    """How each of ``params`` (as the group holds them: DTensors whole) is stored."""
+    positions = positions_in(group, params)
+    if not sharded.any_dtensor(params):
+        return [Stored(storage.encoded(p), storage.rounds_stochastically(p), position)
+                for p, position in zip(params, positions)]
+    return [Stored(storage.encoded(p), storage.rounds_stochastically(p), position,
+                   sharded.flat_offset(p)) for p, position in zip(params, positions)]
+
+
+def check_layouts(owner: str, storage: formats.Storage, params: Sequence[Tensor],
+                  state: Mapping[Tensor, Mapping[str, Any]], keys: Sequence[str]) -> None:
+    """Raise ``RuntimeError`` (before anything moves) for a DTensor parameter whose formatted
+    step cannot run on its local shard: its gradient or state laid out otherwise."""
+    if not sharded.any_dtensor(params):
+        return
+    for position, p in enumerate(params):
+        if not sharded.is_dtensor(p) or not (storage.encoded(p)
+                                             or storage.rounds_stochastically(p)):
+            continue
+        entry = state.get(p) or {}
+        column = [p, p.grad, *(entry[k] for k in keys if isinstance(entry.get(k), Tensor))]
+        if local_shards(column) is None:
+            raise RuntimeError(
+                f"{owner}: parameter {position} is a DTensor stored as "
+                f"state_format={storage.state_format!r} (param_rounding="
+                f"{'stochastic' if storage.stochastic_params else 'nearest'!r}), but its "
+                "gradient or state is not a DTensor laid out as it is (same mesh and "
+                "placements, none partial): formatted state steps each rank's shard alone"
+            )
+
+
+class Local:
+    """A formatted group's slots and state entries with each DTensor parameter whose tensors
+    are laid out alike replaced by its local shard (:mod:`rectified.formats.sharded`);
+    :meth:`write_back` brings what the step stored into the DTensor state."""
+
+    def __init__(self, slots: Slots, entries: Sequence[dict[str, Any]]) -> None:
+        self.slots, self.entries = slots, list(entries)
+        self.sharded: list[tuple[dict[str, Any], dict[str, Any], Tensor]] = []
+        if not sharded.any_dtensor(slots[0]):
+            return
+        self.slots = [list(xs) for xs in slots]
+        for i, p in enumerate(slots[0]):
+            shards = local_shards([xs[i] for xs in slots]) if sharded.is_dtensor(p) else None
+            if shards is None:
+                continue
+            for s, shard in enumerate(shards):
+                self.slots[s][i] = shard
+            local = sharded.local_entry(entries[i], p)
+            self.sharded.append((local, entries[i], p))
+            self.entries[i] = local
+
+    def write_back(self) -> None:
+        for local, entry, param in self.sharded:
+            sharded.write_back(local, entry, param)
+
+
 class Loaded:
     """``slots`` (params, grads, state lists) with the formatted tensors replaced by working
     copies; :meth:`store_` writes them back."""
 
-    def __init__(self, storage: formats.Storage, positions: Sequence[int], slots: Slots,
+    def __init__(self, storage: formats.Storage, params: Sequence[Stored], slots: Slots,
                  entries: Sequence[dict[str, Any]], keys: Sequence[str],
                  counts: Sequence[int], codec: Codec = TORCH_OPS) -> None:
         self.storage, self.keys, self.codec = storage, list(keys), codec
         self.slots = [list(xs) for xs in slots]
         self.loaded: list[tuple[int, str | None, bool, dict[str, Any], int]] = []
-        for i, (p, entry, count, tensor) in enumerate(zip(slots[0], entries, counts, positions)):
-            encoded, stochastic = storage.encoded(p), storage.rounds_stochastically(p)
+        for i, (p, entry, count, how) in enumerate(zip(slots[0], entries, counts, params)):
+            encoded, stochastic = how.encoded, how.stochastic
             if encoded is None and not stochastic:
                 continue
             dtype = torch.float64 if p.dtype == torch.float64 else torch.float32
@@ -71,8 +146,7 @@ class Loaded:
                         decoded = codec.decode(entry, key, dtype)
                         self.slots[2 + j][i] = decoded if decoded is not None else formats.load(
                             entry, key, dtype)
-            self.loaded.append((i, encoded, stochastic, entry, rounding.stream_key(
-                storage.seed, count, tensor)))
+            self.loaded.append((i, encoded, stochastic, entry, how.stream(storage.seed, count)))
 
     def store_(self, params: Sequence[Tensor]) -> None:
         for i, encoded, stochastic, entry, stream in self.loaded:

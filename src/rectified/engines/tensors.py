@@ -28,7 +28,7 @@ def is_distributed(tensor: Tensor) -> bool:
     return dtensor is not None and isinstance(tensor, dtensor)
 
 
-def _local(column: Sequence[Tensor]) -> list[Tensor] | None:
+def local_shards(column: Sequence[Tensor]) -> list[Tensor] | None:
     """The local shards of one parameter's DTensors (parameter, gradient, state), or None.
 
     An update rule is elementwise, so running it on the local shards is the same as running it
@@ -54,7 +54,7 @@ def as_local(slots: Slots) -> tuple[Slots, bool]:
         return slots, False
     columns, left = [], False
     for column in zip(*slots):
-        local = _local(column)
+        local = local_shards(column)
         left |= local is None
         columns.append(list(column) if local is None else local)
     return [list(row) for row in zip(*columns)], left

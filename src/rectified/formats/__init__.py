@@ -15,8 +15,10 @@ None          the parameter's dtype, or ``state_dtype``              8 for float
 ============  =====================================================  ==========================
 
 Only the moments the rule names (:data:`rectified.rules.moments.MOMENT_KINDS`: m, v and
-AMSGrad's max of v) take a format; complex parameters, DTensor parameters and tensor subclasses
-keep float32 state (float64 and complex128 ones their own dtype).
+AMSGrad's max of v) take a format; complex parameters and tensor subclasses keep float32 state
+(float64 and complex128 ones their own dtype). DTensor parameters placed by ``Shard`` and
+``Replicate`` (FSDP2) keep formatted state as DTensors, blocked within each rank's shard
+(:mod:`.sharded`); other DTensors keep float32 state.
 The running maximum of v is rounded to nearest (a stochastic maximum could fall below v).
 
 ``param_rounding="stochastic"`` stores bfloat16 parameters with stochastic rounding instead of
@@ -36,7 +38,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from rectified.formats import codes, rounding
+from rectified.formats import codes, rounding, sharded
 from rectified.rules.moments import MOMENT_KINDS
 
 STATE_FORMATS = ("float32", "bfloat16", "8bit")
@@ -76,7 +78,7 @@ class Storage:
         """"8bit", "bfloat16" or None (plain) for ``param``'s moments."""
         if self.state_format not in ("8bit", "bfloat16"):
             return None
-        if not plain_real(param):
+        if not (plain_real(param) or sharded.blockable(param)):
             _warn_kept(param, self.state_format)
             return None
         if self.state_format == "8bit" and param.numel() < self.min_8bit_size:
@@ -84,7 +86,8 @@ class Storage:
         return self.state_format
 
     def rounds_stochastically(self, param: Tensor) -> bool:
-        return self.stochastic_params and param.dtype == torch.bfloat16 and plain_real(param)
+        return self.stochastic_params and param.dtype == torch.bfloat16 and (
+            plain_real(param) or sharded.blockable(param))
 
 
 _warned: set[str] = set()
@@ -96,8 +99,8 @@ def _warn_kept(param: Tensor, state_format: str) -> None:
     if (param.is_floating_point() or param.is_complex()) and kind not in _warned:
         _warned.add(kind)
         warnings.warn(f"state_format={state_format!r}: {kind} parameters keep float32 state "
-                      "(the formats take plain real tensors; DTensor shards are not blocked "
-                      "yet)", RuntimeWarning, stacklevel=2)
+                      "(the formats take plain real tensors, and DTensors placed by Shard and "
+                      "Replicate)", RuntimeWarning, stacklevel=2)
 
 
 def plain_real(tensor: Tensor) -> bool:
@@ -167,9 +170,23 @@ def stored_moment(entry: Mapping[str, Any], key: str) -> Tensor:
 def load(entry: Mapping[str, Any], key: str, dtype: torch.dtype) -> Tensor:
     """The moment ``key`` of a parameter's state ``entry`` in ``dtype`` (a new tensor)."""
     value = entry[key]
+    if scales_key(key) in entry and sharded.is_dtensor(value):
+        return sharded.like(value, load(sharded.local_entry(entry, value), key, dtype))
     if scales_key(key) in entry:
         return codes.decode(value, entry[scales_key(key)], code_map(key)).to(dtype)
     return value.to(dtype, copy=True)
+
+
+def scales_shape(param: Tensor) -> tuple[int, ...]:
+    """The shape of the scales of one 8-bit moment of ``param``."""
+    return sharded.scales_shape(param)
+
+
+def zero_scales(param: Tensor) -> Tensor:
+    """The scales of one fresh (zero) 8-bit moment of ``param``."""
+    if sharded.is_dtensor(param):
+        return sharded.zero_scales(param)
+    return torch.zeros(codes.scale_count(param.numel()), device=param.device)
 
 
 def code_map(key: str) -> codes.CodeMap:
@@ -201,6 +218,17 @@ def convert(entry: dict[str, Any], param: Tensor, keys: Any, storage: Storage | 
     """Bring each moment of ``keys`` in ``entry`` into the ``storage`` the group asks for
     (rounding to nearest): loading a checkpoint of another format."""
     encoded = storage.encoded(param) if storage is not None else None
+    if sharded.blockable(param) and all(sharded.is_dtensor(entry[key]) for key in keys
+                                        if key in MOMENT_KINDS and key in entry):
+        local = sharded.local_entry(entry, param)
+        _convert(local, param.to_local(), keys, encoded, plain_dtype)  # type: ignore[attr-defined]
+        sharded.write_back(local, entry, param)
+    else:
+        _convert(entry, param, keys, encoded, plain_dtype)
+
+
+def _convert(entry: dict[str, Any], param: Tensor, keys: Any, encoded: str | None,
+             plain_dtype: torch.dtype) -> None:
     for key in keys:
         if not isinstance(entry.get(key), Tensor) or key not in MOMENT_KINDS:
             continue
@@ -212,4 +240,3 @@ def convert(entry: dict[str, Any], param: Tensor, keys: Any, storage: Storage | 
         value = load(entry, key, torch.float64 if plain_dtype == torch.float64
                      else torch.float32).to(param.device)
         store(entry, key, value, encoded, plain_dtype, None)
-

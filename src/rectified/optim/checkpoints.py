@@ -153,12 +153,14 @@ def _check_step(value: Any, where: str) -> None:
 
 def _check_scales(scales: Any, codes: Any, param: Tensor, where: str) -> None:
     """The float32 block scales of 8-bit codes (:mod:`rectified.formats.codes`)."""
-    count = formats.codes.scale_count(param.numel())
+    shape = formats.scales_shape(param)
     if not isinstance(codes, Tensor) or codes.dtype != torch.uint8:
         raise ValueError(f"{where} are the scales of 8-bit codes, but its codes are not uint8")
-    if scales.dtype != torch.float32 or tuple(scales.shape) != (count,):
+    if scales.dtype != torch.float32 or tuple(scales.shape) != shape:
+        sharded = " (sharded as the parameter is: see rectified.formats.sharded)" if len(
+            shape) > 1 else ""
         raise ValueError(
             f"{where} has dtype {scales.dtype} and shape {tuple(scales.shape)}; the scales of a "
-            f"parameter of {param.numel()} elements are float32 of shape ({count},)")
+            f"parameter of {param.numel()} elements are float32 of shape {shape}{sharded}")
     if param.is_complex() or not param.is_floating_point():
         raise ValueError(f"{where}: 8-bit state is only for real floating-point parameters")

@@ -27,7 +27,7 @@ from rectified.engines.fused.plans import GroupPlan
 from rectified.engines.fused.program import Program, trace
 from rectified.engines.reference import ReferenceEngine
 from rectified.engines.state import eps_underflows
-from rectified.engines.stored import Codec
+from rectified.engines.stored import Codec, Stored
 from rectified.engines.tensors import Slots, overlapping, select
 from rectified.rules.base import UpdateRule
 
@@ -85,11 +85,12 @@ class FusedEngine(Engine):
 
     def run_stored(self, rule: UpdateRule, group: Mapping[str, Any], keys: Sequence[str],
                    slots: Slots, entries: Sequence[dict[str, Any]], counts: Sequence[int],
-                   storage: formats.Storage) -> None:
-        left = formatted.run_(rule, group, keys, slots, entries, counts, storage)
+                   how: Sequence[Stored], storage: formats.Storage) -> None:
+        left = formatted.run_(rule, group, keys, slots, entries, counts, how, storage)
         if left:
             super().run_stored(rule, group, keys, select(slots, left),
-                               [entries[i] for i in left], [counts[i] for i in left], storage)
+                               [entries[i] for i in left], [counts[i] for i in left],
+                               [how[i] for i in left], storage)
 
     def codec(self) -> Codec:
         return formatted.KERNEL_CODEC

@@ -24,7 +24,7 @@ from rectified import formats
 from rectified.engines.engine import update
 from rectified.engines.fused import kernel
 from rectified.engines.fused.program import instructions, trace
-from rectified.engines.stored import Codec, positions_in
+from rectified.engines.stored import Codec, Stored
 from rectified.engines.tensors import Slots, overlapping, select
 from rectified.rules.base import UpdateRule
 
@@ -57,7 +57,7 @@ def _one_step(rule: UpdateRule, group: Mapping[str, Any], keys: Sequence[str],
 
 
 def run_(rule: UpdateRule, group: Mapping[str, Any], keys: Sequence[str], slots: Slots,
-         entries: Sequence[dict[str, Any]], counts: Sequence[int],
+         entries: Sequence[dict[str, Any]], counts: Sequence[int], how: Sequence[Stored],
          storage: formats.Storage) -> list[int]:
     """Step the parameters the kernel takes; return the indices of the others, untouched."""
     n = len(slots[0])
@@ -65,17 +65,16 @@ def run_(rule: UpdateRule, group: Mapping[str, Any], keys: Sequence[str], slots:
                                                     ["exp_avg", "exp_avg_sq", "max_exp_avg_sq"]):
         return list(range(n))
     calls: dict[tuple[Any, ...], list[int]] = defaultdict(list)
-    if not any(p.is_cpu and storage.encoded(p) for p in slots[0]) or not kernel.load_formats():
+    if not any(p.is_cpu and h.encoded for p, h in zip(slots[0], how)) or not kernel.load_formats():
         return list(range(n))
     left = []
     for i, (p, g) in enumerate(zip(slots[0], slots[1])):
-        encoded = storage.encoded(p)
+        encoded = how[i].encoded
         if (encoded is None or p.dtype not in DTYPES or g.dtype is not p.dtype or not p.is_cpu
                 or not _stored_as(entries[i], keys, encoded)):
             left.append(i)
             continue
-        calls[(counts[i], encoded, p.dtype, storage.rounds_stochastically(p))].append(i)
-    positions = positions_in(group, slots[0])
+        calls[(counts[i], encoded, p.dtype, how[i].stochastic)].append(i)
     for (count, encoded, _, stochastic), index in calls.items():
         operation = _one_step(rule, group, keys, len(slots), count)
         if operation is None:
@@ -98,7 +97,7 @@ def run_(rule: UpdateRule, group: Mapping[str, Any], keys: Sequence[str], slots:
             kernel.formatted_step_(
                 operation[0], [slots[0][i] for i in index], [slots[1][i] for i in index],
                 moments, scales, len(keys), eight_bit, stochastic, storage.seed, count,
-                [positions[i] for i in index], operation[1])
+                [how[i].position for i in index], [how[i].offset for i in index], operation[1])
         except RuntimeError:  # a tensor it cannot read (a view, a subclass): nothing was written
             left += index
     return sorted(left)

@@ -279,13 +279,16 @@ def load_formats() -> bool:
 def formatted_step_(operation: str, params: list[torch.Tensor], grads: list[torch.Tensor],
                     moments: list[torch.Tensor], scales: list[torch.Tensor], n_moments: int,
                     eight_bit: bool, stochastic_params: bool, seed: int, step: int,
-                    positions: list[int], scalars: Sequence[float]) -> None:
+                    positions: list[int], offsets: list[int], scalars: Sequence[float]) -> None:
     """``operation`` (``adam_step_`` or ``bounded_step_``) with ``scalars`` over moments
     stored as 8-bit codes (and their scales) or bfloat16, in one pass (``csrc/formats.h``);
-    raises RuntimeError, having changed nothing, if a tensor is not as described there."""
+    raises RuntimeError, having changed nothing, if a tensor is not as described there.
+    ``positions`` and ``offsets``: each parameter's rounding stream (see
+    :class:`rectified.engines.stored.Stored`)."""
     torch.ops.rectified_formats.formatted_step_(
         instructions.OPCODES[operation], params, grads, moments, scales, n_moments, eight_bit,
-        stochastic_params, seed & 0xFFFFFFFF, seed >> 32, step, positions, list(scalars))
+        stochastic_params, seed & 0xFFFFFFFF, seed >> 32, step, positions, offsets,
+        list(scalars))
 
 
 def decode_codes_(codes: torch.Tensor, scales: torch.Tensor, out: torch.Tensor,

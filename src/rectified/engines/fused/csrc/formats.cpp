@@ -9,7 +9,8 @@ TORCH_LIBRARY(rectified_formats, m) {
   m.def(
       "formatted_step_(int op, Tensor(a!)[] params, Tensor[] grads, Tensor(a!)[] moments, "
       "Tensor(a!)[] scales, int n_moments, bool eight_bit, bool stochastic_params, "
-      "int seed_low, int seed_high, int step, int[] positions, float[] scalars) -> ()",
+      "int seed_low, int seed_high, int step, int[] positions, int[] offsets, "
+      "float[] scalars) -> ()",
       &rectified_fused::formats::formatted_step_);
   m.def("decode_codes_(Tensor codes, Tensor scales, Tensor(a!) out, bool is_signed) -> ()",
         &rectified_fused::formats::decode_codes_);

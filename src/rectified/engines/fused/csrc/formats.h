@@ -368,14 +368,15 @@ inline void formatted_step_(int64_t op, at::TensorList params, at::TensorList gr
                             at::TensorList moment_list, at::TensorList scale_list,
                             int64_t n_moments, bool eight_bit, bool stochastic_params,
                             int64_t seed_low, int64_t seed_high, int64_t step,
-                            at::IntArrayRef positions, at::ArrayRef<double> scalars) {
+                            at::IntArrayRef positions, at::IntArrayRef offsets,
+                            at::ArrayRef<double> scalars) {
   TORCH_CHECK(op == kAdamStep || op == kBoundedStep,
               "formatted_step_: adam_step_ or bounded_step_, not opcode ", op);
   TORCH_CHECK(n_moments == 2 || n_moments == 3, "formatted_step_: 2 or 3 moments");
   TORCH_CHECK(static_cast<int64_t>(scalars.size()) == kScalarCount[op],
               "formatted_step_: the operation takes ", kScalarCount[op], " scalars");
   const size_t count = params.size();
-  TORCH_CHECK(grads.size() == count && positions.size() == count &&
+  TORCH_CHECK(grads.size() == count && positions.size() == count && offsets.size() == count &&
               moment_list.size() == count * n_moments &&
               scale_list.size() == (eight_bit ? count * n_moments : 0),
               "formatted_step_: tensor lists of mismatched lengths");
@@ -393,7 +394,10 @@ inline void formatted_step_(int64_t op, at::TensorList params, at::TensorList gr
     job.p = params[t].data_ptr();
     job.g = grads[t].data_ptr();
     job.n = n;
-    job.key = stream_key(seed, static_cast<uint64_t>(step), static_cast<uint64_t>(positions[t]));
+    // Element i of a shard that begins at element `offset` of its tensor draws the bits of
+    // element offset + i: h((offset + i) G + key) = h(i G + (key + offset G)).
+    job.key = stream_key(seed, static_cast<uint64_t>(step), static_cast<uint64_t>(positions[t])) +
+              static_cast<uint32_t>(offsets[t]) * 0x9E3779B1u;
     for (int k = 0; k < 3; ++k) {
       job.moment[k] = nullptr;
       job.scales[k] = nullptr;
