@@ -171,3 +171,17 @@ def test_the_kernel_rounds_to_bfloat16_as_the_definition(mode, fused_kernel):
     got = torch.empty_like(expected)
     kernel.round_bfloat16_(x, got, stream, mode)
     assert _same(got.float(), expected.float())
+
+
+@pytest.mark.parametrize("kind", list(MAPS))
+def test_the_kernel_decodes_every_code_as_the_definition(kind, fused_kernel):
+    """All 256 codes (subnormal, normal, NaN, both signs) under scales of 1, a power of two
+    and an odd number, one block each."""
+    from rectified.engines.fused import kernel
+
+    assert kernel.load_formats()
+    every = torch.arange(256, dtype=torch.uint8).repeat(3)
+    scales = torch.tensor([1.0, 2.0**-40, 3.7e5])
+    decoded = torch.empty(every.shape)
+    kernel.decode_codes_(every, scales, decoded, kind == "signed")
+    assert _same(decoded, codes.decode(every, scales, MAPS[kind]))
