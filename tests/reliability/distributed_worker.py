@@ -543,6 +543,66 @@ def _fsdp_misplaced_gradient_check(case: Case, engine: str, folder: Path) -> dic
             "state": sorted(optimizer.state[param])}
 
 
+# (mesh shape, placements) of DTensor parameters beyond FSDP2's Shard(0), on 2 processes:
+# columns; HSDP-like (replicated over one mesh dimension, sharded over the other); sharded over
+# two mesh dimensions; replicated. A number d is Shard(d), None is Replicate().
+PLACEMENTS = {
+    "shard1": ((2,), (1,)),
+    "replicate-shard0": ((1, 2), (None, 0)),
+    "shard0-shard1": ((2, 1), (0, 1)),
+    "replicate": ((2,), (None,)),
+}
+
+
+def _dtensor_placements_check(case: Case, engine: str, name: str,
+                              folder: Path) -> dict[str, Any]:
+    """A DTensor parameter placed as ``PLACEMENTS[name]`` with 8-bit state: trained within a
+    code step of a plain tensor, its state laid out as the parameter, and its state_dict
+    resumed into a fresh optimizer bit for bit."""
+    from torch.distributed.device_mesh import init_device_mesh
+    from torch.distributed.tensor import Replicate, Shard, distribute_tensor
+
+    shape, dims = PLACEMENTS[name]
+    mesh = init_device_mesh("cpu", shape)
+    placements = [Replicate() if dim is None else Shard(dim) for dim in dims]
+    generator = torch.Generator().manual_seed(11)
+    whole = torch.randn(6, 700, generator=generator)
+    grads = [torch.randn(6, 700, generator=generator) for _ in range(9)]
+    options = {**case.kwargs, **ENGINE_OPTIONS[engine], "state_format": "8bit",
+               "min_8bit_size": 0}
+
+    def run(param, steps, optimizer=None, place=lambda g: g):
+        optimizer = optimizer or case.build([param], **options)
+        for g in steps:
+            param.grad = place(g.clone())
+            optimizer.step()
+        return optimizer
+
+    plain = torch.nn.Parameter(whole.clone())
+    run(plain, grads)
+    param = torch.nn.Parameter(distribute_tensor(whole.clone(), mesh, placements))
+
+    def place(g):
+        return distribute_tensor(g, mesh, placements)
+
+    optimizer = run(param, grads[:6], place=place)
+    fresh = torch.nn.Parameter(distribute_tensor(whole.clone(), mesh, placements))
+    fresh.data.copy_(param.data)
+    fresh_optimizer = case.build([fresh], **options)
+    fresh_optimizer.load_state_dict(optimizer.state_dict())
+    run(param, grads[6:], optimizer, place)
+    run(fresh, grads[6:], fresh_optimizer, place)
+
+    class One(torch.nn.Module):
+        def __init__(self, weight):
+            super().__init__()
+            self.weight = weight
+
+    return {"error_vs_plain": max_relative_error([param.full_tensor()], [plain.detach()]),
+            "format_problems": _format_problems(One(param), optimizer, "8bit"),
+            "resumed_equal": torch.equal(fresh.to_local(), param.to_local())}
+
+
 SWITCHES = ((4, None), (4, "8bit"), (3, "bfloat16"), (3, None))  # (steps, state_format)
 
 
@@ -626,6 +686,8 @@ def fsdp_plan() -> list[Check]:
         for engine in engines_of(case):
             checks.append(Check(key(case, engine, "switching-formats"), engine, partial(
                 _fsdp_switch_check, case, engine)))
+            checks += [Check(key(case, engine, f"placed-{name}"), engine, partial(
+                _dtensor_placements_check, case, engine, name)) for name in PLACEMENTS]
     empty_shard = next(case for case in CASES if case.name == FSDP_EMPTY_SHARD_CASE)
     checks.append(Check(key(empty_shard, "foreach", "nonfinite-empty-shard"), "foreach",
                         partial(_fsdp_nonfinite_check, empty_shard, "foreach", UNEVEN)))

@@ -13,6 +13,7 @@ from tests.reliability.distributed_worker import (
     FSDP_EMPTY_SHARD_CASE,
     FSDP_FORMAT_CASES,
     FSDP_FULL_STATE_CASES,
+    PLACEMENTS,
     key,
     launch,
 )
@@ -137,3 +138,16 @@ def test_fsdp2_state_converts_shard_by_shard_when_a_group_changes_its_format(
     entry = _entry(fsdp_results, key(case, engine, "switching-formats"))
     assert entry["format_problems"] == []
     assert entry["error_vs_unsharded"] <= 1e-2
+
+
+@pytest.mark.parametrize("name", list(PLACEMENTS))
+@pytest.mark.parametrize(("case", "engine"), _params(
+    (case, engine) for case in RULE_CASES if case.name in FSDP_FORMAT_CASES
+    for engine in engines_of(case)))
+def test_8bit_state_of_dtensors_placed_otherwise_than_fsdp2(fsdp_results, case, engine, name):
+    """Shard(1), (Replicate, Shard(0)), (Shard(0), Shard(1)), Replicate: blocked within each
+    local shard, trained within a code step of a plain tensor, resumed bit for bit."""
+    entry = _entry(fsdp_results, key(case, engine, f"placed-{name}"))
+    assert entry["format_problems"] == []
+    assert entry["error_vs_plain"] <= 1e-2
+    assert entry["resumed_equal"]
