@@ -31,14 +31,16 @@ from rectified.rules.base import UpdateRule
 DTYPES = (torch.float32, torch.bfloat16)
 
 
-def _stored_as(entry: Mapping[str, Any], keys: Sequence[str], encoded: str) -> bool:
-    """Whether every moment of ``entry`` is already stored in ``encoded`` (the kernel checks
-    the rest, layout and sizes, before it writes anything)."""
-    if encoded == "8bit":
-        return all(getattr(entry.get(key), "dtype", None) is torch.uint8
-                   and formats.scales_key(key) in entry for key in keys)
-    return all(getattr(entry.get(key), "dtype", None) is torch.bfloat16
-               and formats.scales_key(key) not in entry for key in keys)
+def _stored_as(entry: Mapping[str, Any], pairs: Sequence[tuple[str, str]], encoded: str) -> bool:
+    """Whether every moment of ``entry`` (``pairs``: its key and its scales' key) is already
+    stored in ``encoded`` (the kernel checks the rest, layout and sizes, before it writes
+    anything). A loop, not all() over a generator: it runs for every parameter at every step."""
+    eight_bit = encoded == "8bit"
+    dtype = torch.uint8 if eight_bit else torch.bfloat16
+    for key, scales in pairs:
+        if getattr(entry.get(key), "dtype", None) is not dtype or (scales in entry) != eight_bit:
+            return False
+    return True
 
 
 def _one_step(rule: UpdateRule, group: Mapping[str, Any], keys: Sequence[str],
@@ -68,10 +70,11 @@ def run_(rule: UpdateRule, group: Mapping[str, Any], keys: Sequence[str], slots:
     if not any(p.is_cpu and h.encoded for p, h in zip(slots[0], how)) or not kernel.load_formats():
         return list(range(n))
     left = []
+    pairs = [(key, formats.scales_key(key)) for key in keys]
     for i, (p, g) in enumerate(zip(slots[0], slots[1])):
         encoded = how[i].encoded
         if (encoded is None or p.dtype not in DTYPES or g.dtype is not p.dtype or not p.is_cpu
-                or not _stored_as(entries[i], keys, encoded)):
+                or not _stored_as(entries[i], pairs, encoded)):
             left.append(i)
             continue
         calls[(counts[i], encoded, p.dtype, how[i].stochastic)].append(i)
@@ -83,16 +86,14 @@ def run_(rule: UpdateRule, group: Mapping[str, Any], keys: Sequence[str], slots:
         # Tensors sharing memory (the scales too) run one at a time, on the general path.
         eight_bit = encoded == "8bit"
         with_scales = select(slots, index) + ([
-            [entries[i][formats.scales_key(key)] for i in index] for key in keys]
-            if eight_bit else [])
+            [entries[i][scales] for i in index] for _, scales in pairs] if eight_bit else [])
         shared = set(overlapping(with_scales, (1,)))
         left += [index[j] for j in shared]
         index = [i for j, i in enumerate(index) if j not in shared]
         if not index:
             continue
         moments = [entries[i][key] for i in index for key in keys]
-        scales = [entries[i][formats.scales_key(key)] for i in index for key in keys] \
-            if eight_bit else []
+        scales = [entries[i][key] for i in index for _, key in pairs] if eight_bit else []
         try:
             kernel.formatted_step_(
                 operation[0], [slots[0][i] for i in index], [slots[1][i] for i in index],
