@@ -1,4 +1,4 @@
-"""Adam-family steps over stored moments in one kernel pass (``csrc/formats.h``): the fused
+"""Adam-family steps over stored moments in one kernel pass (``csrc/one_pass.h``): the fused
 engine's path for groups with ``state_format="8bit"`` or ``"bfloat16"``.
 
 A parameter takes it when its step is one ``adam_step_`` or ``bounded_step_`` (Adam, AdamW,
@@ -110,7 +110,7 @@ def _plain(tensor: Tensor, dtype: torch.dtype) -> bool:
 
 
 class KernelCodec(Codec):
-    """The formats' definitions computed by the kernel (``csrc/formats.h``, bit for bit), for
+    """The formats' definitions computed by the kernel (``csrc/codecs.h``, bit for bit), for
     float32 values of plain CPU tensors once the kernel is built; the rest is declined."""
 
     def decode(self, entry: Mapping[str, Any], key: str, dtype: torch.dtype) -> Tensor | None:

@@ -281,7 +281,7 @@ def formatted_step_(operation: str, params: list[torch.Tensor], grads: list[torc
                     eight_bit: bool, stochastic_params: bool, seed: int, step: int,
                     positions: list[int], offsets: list[int], scalars: Sequence[float]) -> None:
     """``operation`` (``adam_step_`` or ``bounded_step_``) with ``scalars`` over moments
-    stored as 8-bit codes (and their scales) or bfloat16, in one pass (``csrc/formats.h``);
+    stored as 8-bit codes (and their scales) or bfloat16, in one pass (``csrc/one_pass.h``);
     raises RuntimeError, having changed nothing, if a tensor is not as described there.
     ``positions`` and ``offsets``: each parameter's rounding stream (see
     :class:`rectified.engines.stored.Stored`)."""

@@ -1,9 +1,10 @@
-// The state formats' kernel (formats.h), a library of its own: built on the first fused step
-// over 8-bit or bfloat16 moments, so that programs that never store state in a format never
-// wait for it (it doubles the kernel's compile time).
+// The state formats' kernel (one_pass.h and codecs.h, over codes.h), a library of its own:
+// built on the first fused step over 8-bit or bfloat16 moments, so that programs that never
+// store state in a format never wait for it (it doubles the kernel's compile time).
 #include <torch/library.h>
 
-#include "formats.h"
+#include "codecs.h"
+#include "one_pass.h"
 
 TORCH_LIBRARY(rectified_formats, m) {
   m.def(

@@ -6,8 +6,9 @@
 // the generated instructions.h). The jobs are split by file: program.h decodes and checks a
 // program, primitives.h and steps.h run its instructions, tensor_io.h reads and writes tensors,
 // scheduler.h cuts the work into chunks and runs them in parallel, plan.h keeps a group's step
-// between steps; this file registers the operations with torch. formats.h (Adam-family steps
-// over moments in a state format) is a library of its own, formats.cpp.
+// between steps; this file registers the operations with torch. The state formats are a
+// library of their own, formats.cpp: codes.h (codes and random bits), one_pass.h (Adam-family
+// steps over stored moments), codecs.h (the codes alone).
 #include <torch/library.h>
 
 #include "aliasing.h"
