@@ -12,6 +12,7 @@ from tests.registry import CASES
 from tests.reliability.distributed_worker import (
     FSDP_EMPTY_SHARD_CASE,
     FSDP_FORMAT_CASES,
+    FSDP_FORMAT_DEEP_CASES,
     FSDP_FULL_STATE_CASES,
     PLACEMENTS,
     key,
@@ -119,7 +120,7 @@ def test_fsdp2_state_formats_block_each_shard_and_round_trip(fsdp_results, case,
     _assert_round_trip(entry)
 
 
-@pytest.mark.parametrize("case", [c for c in RULE_CASES if c.name in FSDP_FORMAT_CASES],
+@pytest.mark.parametrize("case", [c for c in RULE_CASES if c.name in FSDP_FORMAT_DEEP_CASES],
                          ids=lambda case: case.name)
 def test_fsdp2_formatted_dtensor_with_a_gradient_placed_otherwise_raises_before_moving(
         fsdp_results, case):
@@ -130,7 +131,7 @@ def test_fsdp2_formatted_dtensor_with_a_gradient_placed_otherwise_raises_before_
 
 
 @pytest.mark.parametrize(("case", "engine"), _params(
-    (case, engine) for case in RULE_CASES if case.name in FSDP_FORMAT_CASES
+    (case, engine) for case in RULE_CASES if case.name in FSDP_FORMAT_DEEP_CASES
     for engine in engines_of(case)))
 def test_fsdp2_state_converts_shard_by_shard_when_a_group_changes_its_format(
         fsdp_results, case, engine):
@@ -142,7 +143,7 @@ def test_fsdp2_state_converts_shard_by_shard_when_a_group_changes_its_format(
 
 @pytest.mark.parametrize("name", list(PLACEMENTS))
 @pytest.mark.parametrize(("case", "engine"), _params(
-    (case, engine) for case in RULE_CASES if case.name in FSDP_FORMAT_CASES
+    (case, engine) for case in RULE_CASES if case.name in FSDP_FORMAT_DEEP_CASES
     for engine in engines_of(case)))
 def test_8bit_state_of_dtensors_placed_otherwise_than_fsdp2(fsdp_results, case, engine, name):
     """Shard(1), (Replicate, Shard(0)), (Shard(0), Shard(1)), Replicate: blocked within each
