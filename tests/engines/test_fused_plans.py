@@ -259,3 +259,133 @@ def test_a_skipped_step_leaves_the_plan_in_step(plan_steps):
         results.append(params)
     assert_close_relative(results[1], results[0], rtol=1e-12)
     assert len(plan_steps) == STEPS - 3
+
+
+# -- kept plans of groups that store state in a format ------------------------------------------
+@pytest.fixture
+def formatted_plan_steps(monkeypatch):
+    """How many group steps ran through a kept formatted plan."""
+    from rectified.engines.fused.formatted import FormattedPlan
+
+    calls = []
+    original = FormattedPlan.step_
+
+    def counted(self, rule, group):
+        done = original(self, rule, group)
+        calls.extend([group] if done else [])
+        return done
+
+    monkeypatch.setattr(FormattedPlan, "step_", counted)
+    return calls
+
+
+def _replace_moment(opt, params, step):
+    opt.state[params[0]]["exp_avg"] = opt.state[params[0]]["exp_avg"].clone()
+
+
+def _replace_moment_data(opt, params, step):
+    opt.state[params[1]]["exp_avg_sq"].data = opt.state[params[1]]["exp_avg_sq"].data.clone()
+
+
+def _replace_scales(opt, params, step):
+    entry = opt.state[params[0]]
+    if "exp_avg_scales" in entry:
+        entry["exp_avg_scales"] = entry["exp_avg_scales"].clone()
+
+
+def _switch_format(opt, params, step):
+    group = opt.param_groups[0]
+    group["state_format"] = "bfloat16" if group["state_format"] == "8bit" else "8bit"
+
+
+def _reseed(opt, params, step):
+    opt.param_groups[0]["rounding_seed"] = 7
+
+
+FORMATTED_SCENARIOS = {
+    **{name: change for name, change in SCENARIOS.items() if name != "state tensor replaced"},
+    "moment replaced": _replace_moment,
+    "moment data replaced": _replace_moment_data,
+    "scales replaced": _replace_scales,
+    "state format changed": _switch_format,
+    "rounding seed changed": _reseed,
+}
+
+
+@pytest.mark.parametrize("state_format", ["8bit", "bfloat16"])
+@pytest.mark.parametrize("optimizer", list(OPTIMIZERS))
+@pytest.mark.parametrize("name", list(FORMATTED_SCENARIOS))
+def test_a_kept_formatted_plan_follows_every_change(name, optimizer, state_format,
+                                                    formatted_plan_steps):
+    """As above with 8-bit and bfloat16 state (float32 parameters, every tensor in the format):
+    the fused engine, planned, against the reference engine, within the formats' agreement
+    between engines (codes may differ where float32 rounding puts a value on a code boundary)."""
+    change = FORMATTED_SCENARIOS[name]
+    if name == "amsgrad switched on" and optimizer == "AdaBound":
+        change = None
+    storage = {"state_format": state_format, "min_8bit_size": 0}
+    expected = _train(change, _always, torch.float32, optimizer, foreach=False, **storage)
+    actual = _train(change, _always, torch.float32, optimizer, fused=True, **storage)
+    assert_close_relative(actual, expected, rtol=1e-3)
+    if name == "nothing":
+        assert len(formatted_plan_steps) == STEPS - 1
+    else:
+        assert len(formatted_plan_steps) >= CHANGE_AT - 1
+
+
+@pytest.mark.parametrize("state_format", ["8bit", "bfloat16"])
+def test_a_kept_formatted_plan_steps_as_the_general_path_bit_for_bit(state_format, monkeypatch):
+    """The plan hands the kernel the same tensors, streams and scalars as the general path:
+    parameters, codes and scales identical after every step."""
+    from rectified.engines.fused import formatted
+
+    runs = []
+    for keep in (True, False):
+        if not keep:
+            monkeypatch.setattr(formatted.FormattedPlan, "make", lambda *args: None)
+        params = _params(torch.float32)
+        opt = rectified.RAdam(params, lr=0.01, fused=True, state_format=state_format,
+                              min_8bit_size=0, param_rounding="stochastic")
+        for step in range(STEPS):
+            for p, g in zip(params, _grads(params, step)):
+                p.grad = g
+            opt.step()
+        runs.append((params, opt))
+    (planned, planned_opt), (general, general_opt) = runs
+    for a, b in zip(planned, general):
+        assert torch.equal(a, b)
+        for key, value in planned_opt.state[a].items():
+            assert torch.equal(value, general_opt.state[b][key]), key
+
+
+@pytest.mark.parametrize(
+    "pattern",
+    [
+        pytest.param(lambda i, step: not (i == 1 and step in (3, 4, 7)), id="grad vanishes"),
+        pytest.param(lambda i, step: i != 2 or step >= 6, id="grad appears late"),
+    ],
+)
+def test_formatted_plans_follow_gradients_appearing_and_vanishing(pattern,
+                                                                  formatted_plan_steps):
+    storage = {"state_format": "8bit", "min_8bit_size": 0}
+    expected = _train(None, pattern, torch.float32, foreach=False, **storage)
+    actual = _train(None, pattern, torch.float32, fused=True, **storage)
+    assert_close_relative(actual, expected, rtol=1e-3)
+    assert formatted_plan_steps
+
+
+def test_a_skipped_step_leaves_a_formatted_plan_in_step(formatted_plan_steps):
+    results = []
+    for engine in ({"foreach": False}, {"fused": True}):
+        params = _params(torch.float32)
+        opt = rectified.RAdam(params, lr=0.01, skip_nonfinite=True, state_format="8bit",
+                              min_8bit_size=0, **engine)
+        for step in range(STEPS):
+            for p, g in zip(params, _grads(params, step)):
+                p.grad = g
+            if step in (4, 5):
+                params[1].grad[0] = float("inf")
+            opt.step()
+        results.append(params)
+    assert_close_relative(results[1], results[0], rtol=1e-3)
+    assert len(formatted_plan_steps) == STEPS - 3

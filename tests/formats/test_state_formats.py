@@ -311,18 +311,25 @@ def test_stochastic_rounding_moves_bfloat16_weights_by_updates_below_half_an_ulp
 def _fused_run(monkeypatch, one_pass, case, dtype, stochastic, state_format):
     from rectified.engines.fused import formatted
 
-    taken = []
+    taken = []  # parameters the kernel stepped in one pass, per step (general or kept plan)
     if one_pass:
-        original = formatted.run_
+        original, planned = formatted.run_, formatted.FormattedPlan.step_
 
         def spy(*args):
             left = original(*args)
             taken.append(len(args[3][0]) - len(left))
             return left
 
+        def planned_spy(plan, rule, group):
+            done = planned(plan, rule, group)
+            taken.append(len(plan.params) if done else 0)
+            return done
+
         monkeypatch.setattr(formatted, "run_", spy)
+        monkeypatch.setattr(formatted.FormattedPlan, "step_", planned_spy)
     else:
         monkeypatch.setattr(formatted, "run_", lambda *args: list(range(len(args[3][0]))))
+        monkeypatch.setattr(formatted.FormattedPlan, "make", lambda *args: None)
     params = [torch.randn(shape, generator=torch.Generator().manual_seed(i)).to(dtype)
               .requires_grad_() for i, shape in enumerate(((40, 17), (300,), (1000,), (1,)))]
     optimizer = case.build(params, **{**case.kwargs, "fused": True, "min_8bit_size": 0,

@@ -57,9 +57,8 @@ class FusedEngine(Engine):
     def prepare(self, rule: UpdateRule, group: Mapping[str, Any], state: StateMap,
                 owner: str) -> GroupStep:
         plan = self._plans.get(id(group))
-        if (plan is not None and formats.storage_of(group) is None
-                and plan.matches(group, state, rule.state_keys(group))
-                and not eps_underflows(group, plan.dtypes) and plan.ready()):
+        if (plan is not None and plan.matches(group, state, rule.state_keys(group))
+                and plan.usable(rule, group)):
             return PlannedStep(self, rule, group, state, plan)
         step = super().prepare(rule, group, state, owner)
         if group.get("fused") and not all(p.is_cpu or p.is_cuda for p in step.params):
@@ -72,14 +71,14 @@ class FusedEngine(Engine):
         return step
 
     def run(self, step: GroupStep) -> None:
-        if isinstance(step, PlannedStep):
-            step.plan.step_(step.rule, step.group)
+        if isinstance(step, PlannedStep) and step.plan.step_(step.rule, step.group):
             return
         self._plans.pop(id(step.group), None)
         keys, entries, counts = self.run_general(step)
-        if formats.storage_of(step.group) is not None:
-            return
-        plan = GroupPlan.make(step.group, step.params, entries, keys, counts)
+        storage = formats.storage_of(step.group)
+        plan = GroupPlan.make(step.group, step.params, entries, keys, counts) if storage is None \
+            else formatted.FormattedPlan.make(step.group, step.params, entries, keys, counts,
+                                              storage)
         if plan is not None:
             self._plans[id(step.group)] = plan
 

@@ -29,6 +29,7 @@ from typing import Any, cast
 import torch
 from torch import Tensor
 
+from rectified import formats
 from rectified.engines.engine import update
 from rectified.engines.fused import kernel
 from rectified.engines.fused.program import trace
@@ -134,6 +135,12 @@ class GroupPlan:
         except KeyError:
             return False
 
+    def usable(self, rule: UpdateRule, group: Mapping[str, Any]) -> bool:
+        """Whether the next step of ``group`` can run through the plan (after :meth:`matches`):
+        the group still stores state plainly, its ε does not vanish, and :meth:`ready`."""
+        return (formats.storage_of(group) is None and not eps_underflows(group, self.dtypes)
+                and self.ready())
+
     def ready(self) -> bool:
         """Whether the gradients and counters allow the next step (see the module's doc)."""
         if self._handle is None:
@@ -148,8 +155,9 @@ class GroupPlan:
     def grads(self) -> list[Tensor]:
         return [cast(Tensor, p.grad) for p in self.params]
 
-    def step_(self, rule: UpdateRule, group: Mapping[str, Any]) -> None:
-        """Advance every counter and apply ``rule``'s step; call after :meth:`ready`."""
+    def step_(self, rule: UpdateRule, group: Mapping[str, Any]) -> bool:
+        """Advance every counter and apply ``rule``'s step; call after :meth:`usable`. True:
+        done (False would mean nothing was done, and the general path must run)."""
         count = self.count + 1
         keys = self.keys
 
@@ -159,3 +167,4 @@ class GroupPlan:
         program = trace(body, 2 + len(keys))
         self._handle.run(program.n_registers, program.code, program.scalars)
         self.count = count
+        return True
