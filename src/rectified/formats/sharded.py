@@ -20,6 +20,7 @@ parameter's element.
 
 from __future__ import annotations
 
+import functools
 import math
 import sys
 from collections.abc import Iterable, Mapping
@@ -62,17 +63,24 @@ def blockable(param: Tensor) -> bool:
 
 
 def _local_shape_and_offset(param: Any) -> tuple[tuple[int, ...], tuple[int, ...]]:
-    """The shape of this rank's shard of ``param`` and the index of its first element, from
-    the placements (torch.chunk's split along each sharded dimension, mesh dimension by mesh
-    dimension)."""
-    shape, offset = list(param.shape), [0] * param.dim()
     mesh = param.device_mesh
-    coordinate = mesh.get_coordinate() or [0] * mesh.ndim
-    for mesh_dim, placement in enumerate(param.placements):
+    return _shard_of(tuple(mesh.shape), tuple(mesh.get_coordinate() or [0] * mesh.ndim),
+                     tuple(param.placements), tuple(param.shape))
+
+
+@functools.lru_cache(maxsize=4096)  # asked for every DTensor parameter at every step
+def _shard_of(mesh_shape: tuple[int, ...], coordinate: tuple[int, ...],
+              placements: tuple[Any, ...],
+              whole: tuple[int, ...]) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """The shape of the shard at ``coordinate`` of a mesh of ``mesh_shape`` of a tensor of
+    shape ``whole`` placed by ``placements``, and the index of its first element
+    (torch.chunk's split along each sharded dimension, mesh dimension by mesh dimension)."""
+    shape, offset = list(whole), [0] * len(whole)
+    for mesh_dim, placement in enumerate(placements):
         if not placement.is_shard():
             continue
         dim, size = placement.dim, shape[placement.dim]
-        chunk = math.ceil(size / mesh.size(mesh_dim)) if size else 0
+        chunk = math.ceil(size / mesh_shape[mesh_dim]) if size else 0
         start = min(chunk * coordinate[mesh_dim], size)
         shape[dim] = min(chunk, size - start)
         offset[dim] += start
