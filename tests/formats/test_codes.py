@@ -173,10 +173,20 @@ def test_the_kernel_rounds_to_bfloat16_as_the_definition(mode, fused_kernel):
     assert _same(got.float(), expected.float())
 
 
+@pytest.fixture(params=[False, True], ids=["denormals", "flush-denormal"])
+def flush_denormal(request):
+    """Both floating-point modes: torch.set_flush_denormal(True) reads float32 subnormals as 0,
+    which no decoding may depend on (every code's value is a normal float32)."""
+    if request.param and not torch.set_flush_denormal(True):
+        pytest.skip("this CPU cannot flush denormals")
+    yield request.param
+    torch.set_flush_denormal(False)
+
+
 @pytest.mark.parametrize("kind", list(MAPS))
-def test_the_kernel_decodes_every_code_as_the_definition(kind, fused_kernel):
+def test_the_kernel_decodes_every_code_as_the_definition(kind, flush_denormal, fused_kernel):
     """All 256 codes (subnormal, normal, NaN, both signs) under scales of 1, a power of two
-    and an odd number, one block each."""
+    and an odd number, one block each, against the definition computed with denormals on."""
     from rectified.engines.fused import kernel
 
     assert kernel.load_formats()
@@ -184,4 +194,5 @@ def test_the_kernel_decodes_every_code_as_the_definition(kind, fused_kernel):
     scales = torch.tensor([1.0, 2.0**-40, 3.7e5])
     decoded = torch.empty(every.shape)
     kernel.decode_codes_(every, scales, decoded, kind == "signed")
+    torch.set_flush_denormal(False)
     assert _same(decoded, codes.decode(every, scales, MAPS[kind]))
