@@ -384,3 +384,40 @@ def test_a_skipped_step_leaves_a_formatted_plan_in_step(formatted_plan_steps):
     reference, fused = _skipping_run(torch.float32, state_format="8bit", min_8bit_size=0)
     assert_close_relative(fused, reference, rtol=1e-3)
     assert len(formatted_plan_steps) == STEPS - 3
+
+
+def test_a_rule_whose_step_is_not_one_operation_keeps_no_formatted_plan(monkeypatch):
+    """NAdam's step is a composition of primitives: the one-pass kernel never takes it, so a
+    plan kept for it would be made and dropped at every step."""
+    from rectified.engines.fused.formatted import FormattedPlan
+
+    made = []
+    original = FormattedPlan.__init__
+    monkeypatch.setattr(FormattedPlan, "__init__",
+                        lambda self, *args: made.append(1) or original(self, *args))
+    params = _params(torch.float32)
+    opt = rectified.NAdam(params, lr=0.01, fused=True, state_format="8bit", min_8bit_size=0)
+    for step in range(4):
+        for p, g in zip(params, _grads(params, step)):
+            p.grad = g
+        opt.step()
+    assert made == []
+
+
+def test_a_moment_resized_in_place_under_a_formatted_plan_raises_before_anything_moves():
+    """A moment resized in place keeps its object and its memory, which the plan checks; the
+    kernel refuses it, and the general path's checks then raise before the step moves."""
+    params = _params(torch.float32)
+    opt = rectified.RAdam(params, lr=0.01, fused=True, state_format="8bit", min_8bit_size=0)
+    for step in range(3):
+        for p, g in zip(params, _grads(params, step)):
+            p.grad = g
+        opt.step()
+    pointer = opt.state[params[0]]["exp_avg"].data_ptr()
+    opt.state[params[0]]["exp_avg"].resize_(3)
+    assert opt.state[params[0]]["exp_avg"].data_ptr() == pointer
+    before = [p.detach().clone() for p in params]
+    with pytest.raises(RuntimeError, match="state 'exp_avg' of parameter 0 has shape"):
+        opt.step()
+    assert all(torch.equal(p, b) for p, b in zip(params, before))
+    assert [opt.state[p]["step"].item() for p in params] == [3.0] * len(params)

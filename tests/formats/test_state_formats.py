@@ -573,3 +573,42 @@ def test_an_optimizer_keeps_its_own_state_dtype_when_it_loads_a_checkpoint():
     assert wide_again.state[params[0]]["exp_avg"].dtype == torch.float32
     assert torch.equal(wide_again.state[params[0]]["exp_avg"],
                        narrow.state[params[0]]["exp_avg"].float())
+
+
+def test_a_fused_8bit_step_in_flush_denormal_mode_is_the_reference_engines(fused_kernel):
+    """Moments whose codes are subnormal (small elements beside a large one in their block):
+    flush-denormal mode must not turn them, or v's smallest nonzero code, into 0."""
+    if not torch.set_flush_denormal(True):
+        pytest.skip("this CPU cannot flush denormals")
+    try:
+        results = []
+        for engine in ({"fused": True}, {"foreach": False}):
+            param = torch.nn.Parameter(torch.zeros(4096))
+            optimizer = rectified.Adam([param], lr=1e-3, state_format="8bit", **engine)
+            for _ in range(3):
+                grad = torch.full((4096,), 1e-3)
+                grad[::256] = 1e3
+                param.grad = grad
+                optimizer.step()
+            results.append(param.detach().clone())
+    finally:
+        torch.set_flush_denormal(False)
+    torch.testing.assert_close(results[0], results[1], rtol=1e-6, atol=0)
+
+
+def test_without_the_formats_kernel_fused_steps_run_through_torch_operations(monkeypatch,
+                                                                            fused_kernel):
+    """The formats' library unavailable (a failed build) while the main kernel is loaded:
+    every step falls back to torch operations, none keeps a plan that needs the library."""
+    from rectified.engines.fused import kernel
+
+    monkeypatch.setattr(kernel, "_formats_loaded", False)
+    results = []
+    for engine in ({"fused": True}, {"foreach": False}):
+        param = torch.nn.Parameter(torch.linspace(-1, 1, 5000))
+        optimizer = rectified.RAdam([param], state_format="8bit", **engine)
+        for step in range(4):
+            param.grad = torch.cos(torch.arange(5000.0) * (step + 1))
+            optimizer.step()
+        results.append(param.detach().clone())
+    torch.testing.assert_close(results[0], results[1], rtol=1e-5, atol=1e-7)

@@ -43,9 +43,9 @@ def available(build_if_missing: bool = False) -> bool:
 
 class PlannedStep(GroupStep):
     def __init__(self, engine: FusedEngine, rule: UpdateRule, group: Mapping[str, Any],
-                 state: StateMap, plan: GroupPlan) -> None:
+                 state: StateMap, plan: GroupPlan, owner: str) -> None:
         super().__init__(engine, rule, group, state, list(plan.params))
-        self.plan = plan
+        self.plan, self.owner = plan, owner
 
 
 class FusedEngine(Engine):
@@ -59,7 +59,7 @@ class FusedEngine(Engine):
         plan = self._plans.get(id(group))
         if (plan is not None and plan.matches(group, state, rule.state_keys(group))
                 and plan.usable(rule, group)):
-            return PlannedStep(self, rule, group, state, plan)
+            return PlannedStep(self, rule, group, state, plan, owner)
         step = super().prepare(rule, group, state, owner)
         if group.get("fused") and not all(p.is_cpu or p.is_cuda for p in step.params):
             devices = sorted({p.device.type for p in step.params} - {"cpu", "cuda"})
@@ -71,14 +71,17 @@ class FusedEngine(Engine):
         return step
 
     def run(self, step: GroupStep) -> None:
-        if isinstance(step, PlannedStep) and step.plan.step_(step.rule, step.group):
-            return
+        if isinstance(step, PlannedStep):
+            if step.plan.step_(step.rule, step.group):
+                return
+            # The plan could not run (nothing moved): the general path, its checks first.
+            step = Engine.prepare(self, step.rule, step.group, step.state, step.owner)
         self._plans.pop(id(step.group), None)
         keys, entries, counts = self.run_general(step)
         storage = formats.storage_of(step.group)
         plan = GroupPlan.make(step.group, step.params, entries, keys, counts) if storage is None \
             else formatted.FormattedPlan.make(step.group, step.params, entries, keys, counts,
-                                              storage)
+                                              storage, step.rule)
         if plan is not None:
             self._plans[id(step.group)] = plan
 

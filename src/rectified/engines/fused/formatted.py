@@ -192,12 +192,15 @@ class FormattedPlan(GroupPlan):
     @classmethod
     def make(cls, group: Mapping[str, Any], params: Sequence[Tensor],  # type: ignore[override]
              states: Sequence[dict[str, Any]], keys: Sequence[str], counts: Sequence[int],
-             storage: formats.Storage) -> FormattedPlan | None:
+             storage: formats.Storage, rule: UpdateRule) -> FormattedPlan | None:
         """A plan for the step just taken, or None unless the kernel takes every parameter in
-        one call: one step count, one format and rounding, plain CPU tensors of one dtype,
-        the moments already in their format, no memory shared, no DTensor."""
+        one call: the formats' kernel built, the rule's step one operation, one step count,
+        one format and rounding, plain CPU tensors of one dtype, the moments already in their
+        format, no memory shared, no DTensor."""
         if (not params or len(set(counts)) != 1 or not kernel.is_loaded()
-                or list(keys) not in KEYS or sharded.any_dtensor(params)):
+                or list(keys) not in KEYS or sharded.any_dtensor(params)
+                or not kernel.load_formats()
+                or _one_step(rule, group, keys, 2 + len(keys), counts[0] + 1) is None):
             return None
         how = stored(storage, group, params)
         dtype = params[0].dtype
