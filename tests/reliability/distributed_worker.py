@@ -503,8 +503,10 @@ def _format_problems(model: TinyNet, optimizer, state_format: str) -> list[str]:
                 continue
             row = scales.to_local().reshape(-1)
             used = formats.codes.scale_count(param.to_local().numel())
-            if row[used:].any():
+            if row[used:-sharded.NAME].any():
                 problems.append(f"{where}'s scales beyond this rank's blocks are not zero")
+            if sharded.blocked_elsewhere(scales, param):
+                problems.append(f"{where}'s scales name another shard")
             if not torch.isfinite(formats.stored_moment(entry, key).to_local()).all():
                 problems.append(f"{where} decodes to non-finite values")
     return problems if seen else ["no moment in the optimizer's state"]
@@ -605,6 +607,55 @@ def _dtensor_placements_check(case: Case, engine: str, name: str,
             "resumed_equal": torch.equal(fresh.to_local(), param.to_local())}
 
 
+def _resharded_checkpoint_check(case: Case, engine: str, folder: Path) -> dict[str, Any]:
+    """8-bit state saved with torch.distributed.checkpoint from a Shard(0) parameter and loaded
+    for the same parameter placed by Shard(1): the scales have the same shape, so the load
+    goes through, but each row of scales still names its old shard. The optimizer must refuse
+    the state (on load, or before its next step moves anything), never step with codes and
+    scales that do not belong together."""
+    import torch.distributed.checkpoint as dcp
+    from torch.distributed.checkpoint.state_dict import (
+        get_optimizer_state_dict,
+        set_optimizer_state_dict,
+    )
+    from torch.distributed.device_mesh import init_device_mesh
+    from torch.distributed.tensor import Shard, distribute_tensor
+
+    mesh = init_device_mesh("cpu", (dist.get_world_size(),))
+    generator = torch.Generator().manual_seed(5)
+    whole = torch.randn(512, 512, generator=generator)
+    grads = [torch.randn(512, 512, generator=generator) for _ in range(3)]
+    options = {**case.kwargs, **ENGINE_OPTIONS[engine], "state_format": "8bit"}
+
+    class One(torch.nn.Module):
+        def __init__(self, weight):
+            super().__init__()
+            self.weight = weight
+
+    def trained(dim: int, steps: list[torch.Tensor]):
+        param = torch.nn.Parameter(distribute_tensor(whole.clone(), mesh, [Shard(dim)]))
+        optimizer = case.build([param], **options)
+        for g in steps:
+            param.grad = distribute_tensor(g, mesh, [Shard(dim)])
+            optimizer.step()
+        return One(param), param, optimizer
+
+    model, _, optimizer = trained(0, grads)
+    dcp.save({"optim": get_optimizer_state_dict(model, optimizer)}, checkpoint_id=folder)
+    other, param, other_optimizer = trained(1, grads[:1])
+    before = param.to_local().clone()
+    message = ""
+    try:
+        loaded = {"optim": get_optimizer_state_dict(other, other_optimizer)}
+        dcp.load(loaded, checkpoint_id=folder)
+        set_optimizer_state_dict(other, other_optimizer, loaded["optim"])
+        param.grad = distribute_tensor(grads[0], mesh, [Shard(1)])
+        other_optimizer.step()
+    except (RuntimeError, ValueError) as error:
+        message = str(error)
+    return {"message": message, "moved": not torch.equal(param.to_local(), before)}
+
+
 SWITCHES = ((4, None), (4, "8bit"), (3, "bfloat16"), (3, None))  # (steps, state_format)
 
 
@@ -691,6 +742,8 @@ def fsdp_plan() -> list[Check]:
             continue
         checks.append(Check(key(case, "fused", "misplaced-gradient"), "fused", partial(
             _fsdp_misplaced_gradient_check, case, "fused")))
+        checks.append(Check(key(case, "fused", "resharded-checkpoint"), "fused", partial(
+            _resharded_checkpoint_check, case, "fused")))
         for engine in engines_of(case):
             checks.append(Check(key(case, engine, "switching-formats"), engine, partial(
                 _fsdp_switch_check, case, engine)))

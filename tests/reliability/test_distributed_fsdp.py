@@ -152,3 +152,13 @@ def test_8bit_state_of_dtensors_placed_otherwise_than_fsdp2(fsdp_results, case, 
     assert entry["format_problems"] == []
     assert entry["error_vs_plain"] <= 1e-2
     assert entry["resumed_equal"]
+
+
+@pytest.mark.parametrize("case", [c for c in RULE_CASES if c.name in FSDP_FORMAT_DEEP_CASES],
+                         ids=lambda case: case.name)
+def test_8bit_state_from_a_checkpoint_of_another_sharding_is_refused(fsdp_results, case):
+    """Shard(0) -> Shard(1) through torch.distributed.checkpoint: the scales keep their shape
+    but name other shards; refused before the parameters move."""
+    entry = _entry(fsdp_results, key(case, "fused", "resharded-checkpoint"))
+    assert "another sharding" in entry["message"]
+    assert not entry["moved"]

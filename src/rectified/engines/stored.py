@@ -94,6 +94,16 @@ def check_layouts(owner: str, storage: formats.Storage, params: Sequence[Tensor]
                 "gradient or state is not a DTensor laid out as it is (same mesh and "
                 "placements, none partial): formatted state steps each rank's shard alone"
             )
+        for key in keys:
+            scales = entry.get(formats.scales_key(key))
+            if sharded.is_dtensor(scales) and sharded.blocked_elsewhere(scales, p):
+                raise RuntimeError(
+                    f"{owner}: the 8-bit state {key!r} of parameter {position} was blocked "
+                    "under another sharding than the parameter's (a checkpoint of another "
+                    "sharding?): its codes and scales no longer belong together. Load an 8-bit "
+                    "checkpoint of sharded parameters into the sharding it was saved from "
+                    "(docs/optimizers.md, \"State formats\")"
+                )
 
 
 class Local:

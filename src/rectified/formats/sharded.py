@@ -8,10 +8,12 @@ share a scale are taken within each local shard (flattened), never across two ra
 needs no communication. The scales of one moment are one DTensor of shape
 ``(shards along each sharded mesh dimension..., most blocks of any shard)``, sharded over those
 mesh dimensions (replicated over the others): each rank's row holds its shard's scales, then
-zeros. Saving and loading with ``torch.distributed.checkpoint`` moves codes and scales as it
-moves any DTensor; the codes only mean something next to the scales of the same sharding, so an
-8-bit checkpoint of sharded parameters loads into the same sharding (another one is refused by
-the scales' shape).
+zeros, then two numbers that name the shard (a hash of its shape and place in the whole tensor).
+Saving and loading with ``torch.distributed.checkpoint`` moves codes and scales as it moves any
+DTensor; the codes only mean something next to the scales of the same sharding, so an 8-bit
+checkpoint of sharded parameters loads into the same sharding: into another one, the scales'
+shape differs (refused on load) or the rows name other shards (refused before the next step,
+:func:`blocked_elsewhere`).
 
 Element j of a local shard draws the random bits of the element of the whole tensor where the
 shard begins (in row-major order) plus j: with ``Shard(0)``, exactly the bits of the unsharded
@@ -29,7 +31,9 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from rectified.formats import codes
+from rectified.formats import codes, rounding
+
+NAME = 2  # the last elements of a scales row: which shard its blocks belong to
 
 
 def _dtensor() -> Any:
@@ -116,7 +120,7 @@ def _scales_layout(param: Any) -> tuple[tuple[int, ...], list[Any]]:
             most[placement.dim] = math.ceil(size / mesh.size(mesh_dim)) if size else 0
         else:
             placements.append(module.Replicate())
-    return (*shape, codes.scale_count(math.prod(most))), placements
+    return (*shape, codes.scale_count(math.prod(most)) + NAME), placements
 
 
 def scales_shape(param: Tensor) -> tuple[int, ...]:
@@ -131,9 +135,28 @@ def zero_scales(param: Any) -> Tensor:
     module = _dtensor()
     shape, placements = _scales_layout(param)
     local = torch.zeros((1,) * (len(shape) - 1) + (shape[-1],), device=param.to_local().device)
+    local.view(-1)[-NAME:] = torch.tensor(_shard_name(param))
     return module.DTensor.from_local(local, param.device_mesh, placements, run_check=False,
                                      shape=torch.Size(shape),
                                      stride=torch.empty(shape, device="meta").stride())
+
+
+def _shard_name(param: Any) -> list[float]:
+    """Two numbers (whole, below 2^16: exact in float32) naming this rank's shard of ``param``:
+    a hash of its shape and of the index of its first element."""
+    shape, offset = _local_shape_and_offset(param)
+    key = 0
+    for word in (*shape, *offset):
+        key = rounding.fmix32(rounding.fmix32(key ^ word) ^ (word >> 32))
+    return [float(key >> 16), float(key & 0xFFFF)]
+
+
+def blocked_elsewhere(scales: Any, param: Any) -> bool:
+    """Whether a moment's scales (a DTensor) name another shard than this rank's shard of
+    ``param``: 8-bit state loaded from a checkpoint of another sharding, whose codes the
+    distributed checkpoint moved to other ranks while each row of scales stayed a row."""
+    row = scales.to_local().reshape(-1)
+    return row.numel() < NAME or row[-NAME:].tolist() != _shard_name(param)
 
 
 def local_scales(scales: Any, local_numel: int) -> Tensor:

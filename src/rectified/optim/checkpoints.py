@@ -14,6 +14,7 @@ import torch
 from torch import Tensor
 
 from rectified import formats
+from rectified.formats import sharded
 
 
 def detached_copy(value: Any) -> Any:
@@ -157,10 +158,15 @@ def _check_scales(scales: Any, codes: Any, param: Tensor, where: str) -> None:
     if not isinstance(codes, Tensor) or codes.dtype != torch.uint8:
         raise ValueError(f"{where} are the scales of 8-bit codes, but its codes are not uint8")
     if scales.dtype != torch.float32 or tuple(scales.shape) != shape:
-        sharded = " (sharded as the parameter is: see rectified.formats.sharded)" if len(
-            shape) > 1 else ""
+        note = " (sharded as the parameter is: see rectified.formats.sharded)" if (
+            sharded.is_dtensor(param)) else ""
         raise ValueError(
             f"{where} has dtype {scales.dtype} and shape {tuple(scales.shape)}; the scales of a "
-            f"parameter of {param.numel()} elements are float32 of shape {shape}{sharded}")
+            f"parameter of {param.numel()} elements are float32 of shape {shape}{note}")
     if param.is_complex() or not param.is_floating_point():
         raise ValueError(f"{where}: 8-bit state is only for real floating-point parameters")
+    if sharded.is_dtensor(scales) and sharded.blocked_elsewhere(scales, param):
+        raise ValueError(
+            f"{where} belong to another sharding than the parameter's (its rows name other "
+            "shards): an 8-bit checkpoint of sharded parameters loads into the sharding it "
+            "was saved from")
