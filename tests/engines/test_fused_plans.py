@@ -51,6 +51,14 @@ def _grads(params, step):
             for p in params]
 
 
+def _steps(opt, params, steps):
+    """``opt``'s steps over ``params`` with the gradients of steps ``steps``."""
+    for step in steps:
+        for p, g in zip(params, _grads(params, step)):
+            p.grad = g
+        opt.step()
+
+
 def _replace_state_tensor(opt, params, step):
     opt.state[params[0]]["exp_avg"] = opt.state[params[0]]["exp_avg"].clone().mul_(0.5)
 
@@ -352,10 +360,7 @@ def test_a_kept_formatted_plan_steps_as_the_general_path_bit_for_bit(state_forma
         params = _params(torch.float32)
         opt = rectified.RAdam(params, lr=0.01, fused=True, state_format=state_format,
                               min_8bit_size=0, param_rounding="stochastic")
-        for step in range(STEPS):
-            for p, g in zip(params, _grads(params, step)):
-                p.grad = g
-            opt.step()
+        _steps(opt, params, range(STEPS))
         runs.append((params, opt))
     (planned, planned_opt), (general, general_opt) = runs
     for a, b in zip(planned, general):
@@ -397,10 +402,7 @@ def test_a_rule_whose_step_is_not_one_operation_keeps_no_formatted_plan(monkeypa
                         lambda self, *args: made.append(1) or original(self, *args))
     params = _params(torch.float32)
     opt = rectified.NAdam(params, lr=0.01, fused=True, state_format="8bit", min_8bit_size=0)
-    for step in range(4):
-        for p, g in zip(params, _grads(params, step)):
-            p.grad = g
-        opt.step()
+    _steps(opt, params, range(4))
     assert made == []
 
 
@@ -409,10 +411,7 @@ def test_a_moment_resized_in_place_under_a_formatted_plan_raises_before_anything
     kernel refuses it, and the general path's checks then raise before the step moves."""
     params = _params(torch.float32)
     opt = rectified.RAdam(params, lr=0.01, fused=True, state_format="8bit", min_8bit_size=0)
-    for step in range(3):
-        for p, g in zip(params, _grads(params, step)):
-            p.grad = g
-        opt.step()
+    _steps(opt, params, range(3))
     pointer = opt.state[params[0]]["exp_avg"].data_ptr()
     opt.state[params[0]]["exp_avg"].resize_(3)
     assert opt.state[params[0]]["exp_avg"].data_ptr() == pointer

@@ -43,13 +43,16 @@ WORKING_ELEMENTS = 1 << 24
 
 class GroupStep:
     """A param group's step, checked and ready to run: ``params`` have dense gradients and run
-    on the engine, ``sparse`` have sparse ones and run the rule's sparse update one by one."""
+    on the engine, ``sparse`` have sparse ones and run the rule's sparse update one by one;
+    ``how``: how each of ``params`` is stored, where the group stores state in a format."""
 
     def __init__(self, engine: Engine, rule: UpdateRule, group: Mapping[str, Any],
-                 state: StateMap, params: list[Tensor], sparse: Sequence[Tensor] = ()) -> None:
+                 state: StateMap, params: list[Tensor], sparse: Sequence[Tensor] = (),
+                 how: Sequence[Stored] = ()) -> None:
         self.engine, self.rule, self.group, self.state = engine, rule, group, state
         self.params = params
         self.sparse = list(sparse)
+        self.how = list(how)
 
     @property
     def grads(self) -> list[Tensor]:
@@ -82,9 +85,9 @@ class Engine:
         keys = rule.state_keys(group)
         states_.check_gradients(owner, params, state, keys, group)
         storage = formats.storage_of(group)
-        if storage is not None:
-            check_layouts(owner, storage, params, state, keys)
-        return GroupStep(self, rule, group, state, params, sparse)
+        how = stored(storage, group, params) if storage is not None else []
+        check_layouts(owner, how, params, state, keys)
+        return GroupStep(self, rule, group, state, params, sparse, how)
 
     def run(self, step: GroupStep) -> None:
         self.run_general(step)
@@ -102,9 +105,9 @@ class Engine:
         if storage is None:
             self.run_rule(rule, group, keys, slots, counts)
         else:
-            how = stored(storage, group, params)  # decided on the DTensors, not their shards
-            local = Local(slots, entries)
-            self.run_stored(rule, group, keys, local.slots, local.entries, counts, how, storage)
+            local = Local(slots, entries)  # `how` was decided on the DTensors, not the shards
+            self.run_stored(rule, group, keys, local.slots, local.entries, counts, step.how,
+                            storage)
             local.write_back()
         return keys, entries, counts
 

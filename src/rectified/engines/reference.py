@@ -114,8 +114,8 @@ class ReferenceEngine(Engine):
         is elementwise), and the rule's scalars are computed once, not once per parameter
         (1,000 parameters of 10k: up to 9% faster, measured in docs/performance.md). Large
         ones run alone, each staying in cache through all its operations (one call for ten of
-        1M was 1.5x slower). Grouping needs
-        the kernel's overlap test (cheap); without it every parameter runs alone."""
+        1M was 1.5x slower). Grouping needs the kernel's overlap test (cheap); without it every
+        parameter runs alone."""
         alone = list(range(len(counts)))
         if kernel.is_loaded() and len(counts) > 1 and not group.get("differentiable"):
             shared = set(overlapping(slots, (1,)))

@@ -74,25 +74,25 @@ def stored(storage: formats.Storage, group: Mapping[str, Any],
                    sharded.flat_offset(p)) for p, position in zip(params, positions)]
 
 
-def check_layouts(owner: str, storage: formats.Storage, params: Sequence[Tensor],
+def check_layouts(owner: str, how: Sequence[Stored], params: Sequence[Tensor],
                   state: Mapping[Tensor, Mapping[str, Any]], keys: Sequence[str]) -> None:
     """Raise ``RuntimeError`` (before anything moves) for a DTensor parameter whose formatted
-    step cannot run on its local shard: its gradient or state laid out otherwise."""
+    step cannot run on its local shard: its gradient or state laid out otherwise, or 8-bit
+    scales that name another shard (a checkpoint of another sharding)."""
     if not sharded.any_dtensor(params):
         return
-    for position, p in enumerate(params):
-        if not sharded.is_dtensor(p) or not (storage.encoded(p)
-                                             or storage.rounds_stochastically(p)):
+    for position, (p, stored_as) in enumerate(zip(params, how)):
+        if not sharded.is_dtensor(p) or not (stored_as.encoded or stored_as.stochastic):
             continue
         entry = state.get(p) or {}
         column = [p, p.grad, *(entry[k] for k in keys if isinstance(entry.get(k), Tensor))]
         if local_shards(column) is None:
             raise RuntimeError(
                 f"{owner}: parameter {position} is a DTensor stored as "
-                f"state_format={storage.state_format!r} (param_rounding="
-                f"{'stochastic' if storage.stochastic_params else 'nearest'!r}), but its "
-                "gradient or state is not a DTensor laid out as it is (same mesh and "
-                "placements, none partial): formatted state steps each rank's shard alone"
+                f"state_format={stored_as.encoded!r} (stochastic rounding of the parameter: "
+                f"{stored_as.stochastic}), but its gradient or state is not a DTensor laid out "
+                "as it is (same mesh and placements, none partial): formatted state steps "
+                "each rank's shard alone"
             )
         for key in keys:
             scales = entry.get(formats.scales_key(key))

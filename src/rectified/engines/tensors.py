@@ -4,7 +4,6 @@ shared between parameters."""
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Sequence
 from typing import Any, cast
 
@@ -12,20 +11,12 @@ import torch
 from torch import Tensor
 
 from rectified.engines.fused import kernel
+from rectified.formats import sharded
 
 Slots = list[list[Tensor]]  # slots[s][i]: list s (params, grads, state...) of parameter i
 
 
-def _dtensor_type() -> Any:
-    """``DTensor`` if ``torch.distributed.tensor`` was imported; else None (then no tensor can
-    be one, and the import, half a second, is not paid)."""
-    module = sys.modules.get("torch.distributed.tensor")
-    return getattr(module, "DTensor", None)
-
-
-def is_distributed(tensor: Tensor) -> bool:
-    dtensor = _dtensor_type()
-    return dtensor is not None and isinstance(tensor, dtensor)
+is_distributed = sharded.is_dtensor  # whether a tensor is a DTensor (free without distributed)
 
 
 def local_shards(column: Sequence[Tensor]) -> list[Tensor] | None:
@@ -49,8 +40,7 @@ def local_shards(column: Sequence[Tensor]) -> list[Tensor] | None:
 def as_local(slots: Slots) -> tuple[Slots, bool]:
     """Slots with DTensors replaced by their local shards where that is exact; and whether any
     DTensor is left."""
-    dtensor = _dtensor_type()
-    if dtensor is None or not any(isinstance(p, dtensor) for p in slots[0]):
+    if not sharded.any_dtensor(slots[0]):
         return slots, False
     columns, left = [], False
     for column in zip(*slots):

@@ -44,7 +44,7 @@ from rectified.rules.moments import MOMENT_KINDS
 STATE_FORMATS = ("float32", "bfloat16", "8bit")
 PARAM_ROUNDINGS = ("nearest", "stochastic")
 DEFAULT_MIN_8BIT_SIZE = 4096
-SCALES = "_scales"
+SCALES = codes.SCALES
 # The group keys that say how state is stored: an optimizer keeps its own across a checkpoint
 # load, and converts the loaded state to them.
 STORAGE_KEYS = ("state_dtype", "state_format", "min_8bit_size", "param_rounding",

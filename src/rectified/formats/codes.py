@@ -39,6 +39,7 @@ import torch
 from torch import Tensor
 
 BLOCK = 256
+SCALES = "_scales"  # a moment's key + this: the key of its scales in a state entry
 TINY = 2.0**-100
 
 

@@ -179,7 +179,7 @@ def local_entry(entry: Mapping[str, Any], param: Any) -> dict[str, Any]:
     for key, value in entry.items():
         if not is_dtensor(value):
             local[key] = value
-        elif isinstance(key, str) and key.endswith("_scales"):
+        elif isinstance(key, str) and key.endswith(codes.SCALES):
             local[key] = local_scales(value, numel)
         else:
             local[key] = value.to_local()
@@ -194,7 +194,7 @@ def write_back(local: Mapping[str, Any], entry: dict[str, Any], param: Any) -> N
     numel = param.to_local().numel()
     for key, value in local.items():
         current = entry.get(key)
-        scales = isinstance(key, str) and key.endswith("_scales")
+        scales = isinstance(key, str) and key.endswith(codes.SCALES)
         if not isinstance(value, Tensor) or (key in entry and not is_dtensor(current)):
             entry[key] = value  # numbers and plain tensors (step counters) are shared as they are
             continue

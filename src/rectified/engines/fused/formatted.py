@@ -38,6 +38,23 @@ DTYPES = (torch.float32, torch.bfloat16)
 KEYS = (["exp_avg", "exp_avg_sq"], ["exp_avg", "exp_avg_sq", "max_exp_avg_sq"])
 
 
+def _takes(p: Tensor, g: Tensor, entry: Mapping[str, Any], how: Stored,
+           pairs: Sequence[tuple[str, str]]) -> bool:
+    """Whether the kernel may take this parameter: formatted, a float32 or bfloat16 CPU tensor
+    with a gradient of its dtype, its moments already in the format (the kernel checks the rest
+    before it writes anything)."""
+    return (how.encoded is not None and p.dtype in DTYPES and g.dtype is p.dtype and p.is_cpu
+            and _stored_as(entry, pairs, how.encoded))
+
+
+def _with_scales(slots: Slots, entries: Sequence[Mapping[str, Any]], index: Sequence[int],
+                 pairs: Sequence[tuple[str, str]], eight_bit: bool) -> Slots:
+    """The slots of parameters ``index``, and their scales (whose memory must not overlap
+    anything the kernel writes either)."""
+    return select(slots, list(index)) + (
+        [[entries[i][scales] for i in index] for _, scales in pairs] if eight_bit else [])
+
+
 def _stored_as(entry: Mapping[str, Any], pairs: Sequence[tuple[str, str]], encoded: str) -> bool:
     """Whether every moment of ``entry`` (``pairs``: its key and its scales' key) is already
     stored in ``encoded`` (the kernel checks the rest, layout and sizes, before it writes
@@ -78,12 +95,10 @@ def run_(rule: UpdateRule, group: Mapping[str, Any], keys: Sequence[str], slots:
     left = []
     pairs = [(key, formats.scales_key(key)) for key in keys]
     for i, (p, g) in enumerate(zip(slots[0], slots[1])):
-        encoded = how[i].encoded
-        if (encoded is None or p.dtype not in DTYPES or g.dtype is not p.dtype or not p.is_cpu
-                or not _stored_as(entries[i], pairs, encoded)):
+        if not _takes(p, g, entries[i], how[i], pairs):
             left.append(i)
             continue
-        calls[(counts[i], encoded, p.dtype, how[i].stochastic)].append(i)
+        calls[(counts[i], how[i].encoded, p.dtype, how[i].stochastic)].append(i)
     for (count, encoded, _, stochastic), index in calls.items():
         operation = _one_step(rule, group, keys, len(slots), count)
         if operation is None:
@@ -91,9 +106,7 @@ def run_(rule: UpdateRule, group: Mapping[str, Any], keys: Sequence[str], slots:
             continue
         # Tensors sharing memory (the scales too) run one at a time, on the general path.
         eight_bit = encoded == "8bit"
-        with_scales = select(slots, index) + ([
-            [entries[i][scales] for i in index] for _, scales in pairs] if eight_bit else [])
-        shared = set(overlapping(with_scales, (1,)))
+        shared = set(overlapping(_with_scales(slots, entries, index, pairs, eight_bit), (1,)))
         left += [index[j] for j in shared]
         index = [i for j, i in enumerate(index) if j not in shared]
         if not index:
@@ -203,18 +216,17 @@ class FormattedPlan(GroupPlan):
                 or _one_step(rule, group, keys, 2 + len(keys), counts[0] + 1) is None):
             return None
         how = stored(storage, group, params)
-        dtype = params[0].dtype
-        if (len({(h.encoded, h.stochastic) for h in how}) != 1 or how[0].encoded is None
-                or dtype not in DTYPES):
-            return None
         pairs = [(key, formats.scales_key(key)) for key in keys]
-        if not all(_plain(p, dtype) and p.grad is not None and _plain(p.grad, dtype)
-                   and _stored_as(s, pairs, how[0].encoded) for p, s in zip(params, states)):
+        grads = [cast(Tensor, p.grad) for p in params]
+        if (len({(h.encoded, h.stochastic) for h in how}) != 1
+                or len({p.dtype for p in params}) != 1
+                or not all(_takes(p, g, s, h, pairs) and _plain(p, p.dtype) and _plain(g, p.dtype)
+                           for p, g, s, h in zip(params, grads, states, how))):
             return None
-        slots = [list(params), [cast(Tensor, p.grad) for p in params],
-                 *([s[key] for s in states] for key, _ in pairs),
-                 *([s[key] for s in states] for _, key in pairs if how[0].encoded == "8bit")]
-        if overlapping(slots, (1,)):
+        slots = [list(params), grads, *([s[key] for s in states] for key in keys)]
+        index = range(len(params))
+        if overlapping(_with_scales(slots, states, index, pairs, how[0].encoded == "8bit"),
+                       (1,)):
             return None
         return cls(group, params, states, keys, counts[0], storage, how)
 
