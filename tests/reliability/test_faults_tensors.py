@@ -8,7 +8,9 @@ parameters changed under the optimizer: every rectified optimizer on every engin
   Lookahead's sync for the wrappers; no engine may read such a tensor's raw storage.
 * Aliasing: parameters that are overlapping views of one buffer, or tied through ``.data``.
   The fused engine must give the reference engine's result bit for bit in float64 (a parallel
-  pass over tied parameters loses updates); foreach, torch.optim's foreach result.
+  pass over tied parameters loses updates); foreach, torch.optim's foreach result. A gradient
+  that is memory the step writes (another parameter, a state tensor, its own parameter) while
+  the fused engine keeps a plan: the engine's general path bit for bit, state formats too.
 * A parameter reshaped (same number of elements) or resized between steps: every engine
   raises the same error before any parameter, state tensor or counter changes.
 """
@@ -17,6 +19,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
+from typing import Any
 
 import pytest
 import torch
@@ -31,6 +34,7 @@ from tests.reliability.support import (
     case_engine_id,
     case_engine_params,
     engines_of,
+    inner,
     max_relative_error,
     state_tensors,
 )
@@ -253,6 +257,88 @@ def test_parameters_sharing_memory_step_one_at_a_time(case, engine, layout, fuse
     for key in state:
         if key.startswith(("0/", "1/")):
             assert_equal_tensors([state[key]], [expected_state[key]], what=f"state {key}")
+
+
+ALIAS_TARGETS = ("another parameter", "another parameter's state", "its own parameter")
+ALIASED_FROM = 3  # the step from which a gradient shares memory: the fused engine keeps a plan
+
+
+def _gradient_alias(optimizer: torch.optim.Optimizer, params: list[nn.Parameter],
+                    target: str) -> torch.Tensor | None:
+    """A gradient for ``params[0]`` that is memory the step writes (None: there is none)."""
+    if target == "its own parameter":
+        return params[0].detach()
+    if target == "another parameter":
+        return params[1].detach()
+    entry = inner(optimizer).state[params[1]]
+    tensors = [entry[key] for key in sorted(entry) if torch.is_tensor(entry[key])
+               and entry[key].shape == params[1].shape and entry[key].dtype == params[1].dtype]
+    return tensors[0] if tensors else None
+
+
+def _gradient_alias_run(case: Case, engine: str, target: str,
+                        **storage: Any) -> tuple[list[torch.Tensor], dict]:
+    generator = torch.Generator().manual_seed(6)
+    dtype = torch.float32 if storage else torch.float64
+    params = [nn.Parameter(torch.randn(TIED, generator=generator, dtype=dtype))
+              for _ in range(3)]
+    optimizer = case.build(params, **{**case.kwargs, **ENGINE_OPTIONS[engine], **storage})
+    for step in range(STEPS):
+        for p in params:
+            p.grad = torch.randn(p.shape, generator=generator, dtype=dtype)
+        if step >= ALIASED_FROM:
+            alias = _gradient_alias(optimizer, params, target)
+            if alias is None:
+                pytest.skip(f"{case.name} keeps no state tensor of a parameter's shape")
+            params[0].grad = alias
+        optimizer.step()
+    return [p.detach().clone() for p in params], state_tensors(optimizer)
+
+
+def _assert_runs_equal(actual: tuple[list[torch.Tensor], dict],
+                       expected: tuple[list[torch.Tensor], dict]) -> None:
+    assert_equal_tensors(actual[0], expected[0], what="parameter")
+    assert actual[1].keys() == expected[1].keys()
+    for key in actual[1]:
+        assert_equal_tensors([actual[1][key]], [expected[1][key]], what=f"state {key}")
+
+
+@pytest.mark.parametrize("target", ALIAS_TARGETS)
+@pytest.mark.parametrize(("case", "engine"), [
+    (case, engine) for case, engine in case_engine_params(RULE_CASES)
+    if engine not in ("reference", "foreach")], ids=case_engine_id)
+def test_a_gradient_sharing_written_memory_is_read_as_before_the_step(case, engine, target,
+                                                                      fused_kernel, monkeypatch):
+    """A gradient that is memory the same step writes (another parameter, a state tensor of
+    one, its own parameter), from a step on which the fused engine would run a kept plan: the
+    engine's general path bit for bit (which steps such a parameter on its own, reading its
+    gradient before anything else of the group moves), and the reference engine's result in
+    float64."""
+    from rectified.engines.fused.plans import GroupPlan
+
+    planned = _gradient_alias_run(case, engine, target)
+    expected = _gradient_alias_run(case, "reference", target)
+    assert max_relative_error(planned[0], expected[0]) < 1e-12
+    monkeypatch.setattr(GroupPlan, "make", lambda *args: None)
+    _assert_runs_equal(planned, _gradient_alias_run(case, engine, target))
+
+
+FORMATTED_RULES = tuple(case for case in RULE_CASES if case.name in ("Adam", "RAdam", "AdaBound"))
+
+
+@pytest.mark.parametrize("state_format", ["8bit", "bfloat16"])
+@pytest.mark.parametrize("target", ALIAS_TARGETS[::2])
+@pytest.mark.parametrize("case", FORMATTED_RULES, ids=case_engine_id)
+def test_a_gradient_sharing_written_memory_under_a_state_format(case, target, state_format,
+                                                               fused_kernel, monkeypatch):
+    """As above with state stored in a format, where the fused engine keeps its one-pass
+    step: the same parameters, codes and scales as its general path."""
+    from rectified.engines.fused import formatted
+
+    storage = {"state_format": state_format, "min_8bit_size": 0}
+    planned = _gradient_alias_run(case, "fused", target, **storage)
+    monkeypatch.setattr(formatted.FormattedPlan, "make", lambda *args: None)
+    _assert_runs_equal(planned, _gradient_alias_run(case, "fused", target, **storage))
 
 
 # --- parameters changed between steps ------------------------------------------------------

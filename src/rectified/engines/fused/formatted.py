@@ -245,7 +245,8 @@ class FormattedPlan(GroupPlan):
     def ready(self) -> bool:
         if self._handle is None:  # the C++ plan checks parameters and gradients (2 slots)
             self._handle = kernel.plan([t for p in self.params for t in (p, p)],
-                                       list(self.tensors["step"]), list(self.frozen), 2)
+                                       list(self.tensors["step"]), list(self.frozen), 2,
+                                       [*self.moments, *self.scales])
         return bool(self._handle.check(float(self.count)))
 
     def step_(self, rule: UpdateRule, group: Mapping[str, Any]) -> bool:

@@ -254,9 +254,10 @@ def advance_steps_(steps: list[torch.Tensor]) -> list[float]:
 
 
 def plan(slots: list[torch.Tensor], steps: list[torch.Tensor], frozen: list[torch.Tensor],
-         n_slots: int):
-    """The kernel's kept plan of a group (see :mod:`.plans`)."""
-    return torch.classes.rectified_fused.Plan(slots, steps, frozen, n_slots)
+         n_slots: int, also_written: Sequence[torch.Tensor] = ()):
+    """The kernel's kept plan of a group (see :mod:`.plans`); ``also_written``: tensors the
+    step writes besides ``slots`` (a new gradient sharing their memory leaves the plan)."""
+    return torch.classes.rectified_fused.Plan(slots, steps, frozen, n_slots, list(also_written))
 
 
 def load_formats() -> bool:

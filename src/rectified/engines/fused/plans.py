@@ -10,9 +10,9 @@ A :class:`GroupPlan` does that work once. It keeps the group's tensors on the C+
 * checks in Python that the group's parameter list, every state dict and every state tensor
   are still the same objects (identity, not values: a checkpoint load, a ZeRO-style
   ``optimizer.state[p] = saved`` or ``state["exp_avg"] = new`` all invalidate the plan);
-* checks in C++ that every parameter has a dense gradient of its shape, every parameter that
-  had none still has none, every step counter holds the expected count, and every tensor still
-  fits the kernel;
+* checks in C++ that every parameter has a dense gradient of its shape that shares no memory
+  with a tensor the step writes, every parameter that had none still has none, every step
+  counter holds the expected count, and every tensor still fits the kernel;
 * traces the rule for the new step (so learning-rate schedules and changed hyperparameters
   apply as usual) and runs the program.
 

@@ -125,7 +125,7 @@ TORCH_LIBRARY(rectified_fused, m) {
         &rectified_fused::first_unfit);
   m.class_<rectified_fused::Plan>("Plan")
       .def(torch::init<std::vector<at::Tensor>, std::vector<at::Tensor>,
-                       std::vector<at::Tensor>, int64_t>())
+                       std::vector<at::Tensor>, int64_t, std::vector<at::Tensor>>())
       .def("check", &rectified_fused::Plan::check)
       .def("run", &rectified_fused::Plan::run);
 }

@@ -8,8 +8,11 @@
 #include <ATen/Parallel.h>
 #include <torch/custom_class.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cstdint>
+#include <iterator>
+#include <utility>
 #include <vector>
 
 #include "scheduler.h"
@@ -46,9 +49,14 @@ struct Plan : torch::CustomClassHolder {
   std::vector<void*> counters;
   std::vector<int64_t> numels;
   std::vector<Chunk> chunks, long_chunks;
+  // The memory the step writes, [begin, end) per tensor, sorted: the plan's tensors but the
+  // gradients, and `also_written` (a formatted group's codes and scales). Disjoint, since a
+  // plan is made only when no two of them overlap, and fixed while the plan holds (their data
+  // pointers are checked), so a new gradient sharing any of it is found by one binary search.
+  std::vector<std::pair<uintptr_t, uintptr_t>> written;
 
   Plan(std::vector<at::Tensor> tensors_, std::vector<at::Tensor> steps_,
-       std::vector<at::Tensor> frozen_, int64_t n_slots_)
+       std::vector<at::Tensor> frozen_, int64_t n_slots_, std::vector<at::Tensor> also_written)
       : tensors(std::move(tensors_)), steps(std::move(steps_)), frozen(std::move(frozen_)),
         n_slots(n_slots_) {
     TORCH_CHECK(n_slots >= 2 && tensors.size() == steps.size() * n_slots,
@@ -65,8 +73,11 @@ struct Plan : torch::CustomClassHolder {
         streams.types[t * n_slots + s] = x.scalar_type();
         streams.any_double = streams.any_double || x.scalar_type() == at::kDouble;
         planned[t * n_slots + s] = s == 1 ? nullptr : x.data_ptr();
+        if (s != 1) add_written(x);
       }
     }
+    for (const at::Tensor& x : also_written) add_written(x);
+    std::sort(written.begin(), written.end());
     const std::vector<bool> all(steps.size(), true);
     chunks = make_chunks(numels, all, kChunk);
     long_chunks = make_chunks(numels, all, kLongChunk);
@@ -105,6 +116,8 @@ struct Plan : torch::CustomClassHolder {
     const at::Tensor* xs = tensors.data() + t * n_slots;
     const at::Tensor& grad = xs[0].grad();
     if (!grad.defined() || !fits(grad, t, 1) || grad.sizes() != xs[0].sizes()) return false;
+    // Last step's gradient memory was checked already (numel and the written spans are fixed).
+    if (grad.data_ptr() != streams.data[t * n_slots + 1] && shares_written(grad)) return false;
     for (int64_t s = 0; s < n_slots; ++s) {
       if (s != 1 && (!fits(xs[s], t, s) || xs[s].data_ptr() != planned[t * n_slots + s] ||
                      xs[s].sizes() != xs[0].sizes())) {
@@ -122,6 +135,25 @@ struct Plan : torch::CustomClassHolder {
     }
     counters[t] = steps[t].data_ptr();
     return true;
+  }
+
+  static std::pair<uintptr_t, uintptr_t> span(const at::Tensor& x) {  // x is contiguous
+    const auto begin = reinterpret_cast<uintptr_t>(x.data_ptr());
+    return {begin, begin + static_cast<uintptr_t>(x.numel() * x.element_size())};
+  }
+
+  void add_written(const at::Tensor& x) {
+    if (x.numel() > 0) written.push_back(span(x));
+  }
+
+  // Whether a gradient shares memory with a tensor the step writes (it must then be read as
+  // it was before the step, which only the general path's one-at-a-time run guarantees).
+  bool shares_written(const at::Tensor& grad) const {
+    if (grad.numel() == 0) return false;
+    const auto [begin, end] = span(grad);
+    const auto after = std::partition_point(
+        written.begin(), written.end(), [end](const auto& w) { return w.first < end; });
+    return after != written.begin() && std::prev(after)->second > begin;
   }
 
   // A tensor of parameter t's slot s as the plan was made: readable by the kernel, of the
