@@ -21,7 +21,7 @@ from rectified.engines.foreach import ForeachEngine
 from rectified.engines.fused import kernel
 from rectified.engines.fused.engine import FusedEngine, available
 from rectified.engines.reference import ReferenceEngine
-from rectified.engines.state import state_dtype
+from rectified.engines.state import state_dtype, state_of
 from rectified.engines.tensors import Slots, is_distributed
 from rectified.rules.base import UpdateRule
 
@@ -92,6 +92,13 @@ class Stepper:
                     slots: Slots) -> None:
         """``body(ops, *lists)`` over ``slots`` with the group's engine."""
         self._engines[engine_for(group)].elementwise(body, slots)
+
+    def fill_state(self, rule: UpdateRule, group: Mapping[str, Any], state: StateMap) -> None:
+        """Give each parameter of ``group`` that has none the fresh state a first step would
+        (``torch.optim.Adagrad`` makes its state at construction)."""
+        keys = frozenset(rule.state_keys(group))
+        for p in group["params"]:
+            state_of(state[p], p, group, rule, keys)
 
     def forget(self) -> None:
         """Drop every cache (after a checkpoint load)."""

@@ -71,6 +71,8 @@ def state_of(
         # state tensor on every step.
         for key, value in _fresh(param, group, rule).items():
             state.setdefault(key, value)
+        if rule.counts_from_state:
+            state["step"].zero_()
     return state
 
 

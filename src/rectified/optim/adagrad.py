@@ -28,3 +28,13 @@ class Adagrad(RuleOptimizer):
         skip_nonfinite: bool = False,
     ) -> None:
         super().__init__(params, locals())
+        for group in self.param_groups:  # made now, as torch.optim.Adagrad makes it
+            self._stepper.fill_state(self.rule, group, self.state)
+
+    def share_memory(self) -> None:
+        """Move every parameter's ``sum`` into shared memory (as ``torch.optim.Adagrad``), for
+        processes that train one model together (Hogwild)."""
+        for group in self.param_groups:
+            self._stepper.fill_state(self.rule, group, self.state)  # groups added later
+            for p in group["params"]:
+                self.state[p]["sum"].share_memory_()

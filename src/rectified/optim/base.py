@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import inspect
 import types
+from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, ClassVar, TypeVar
 
@@ -215,6 +216,29 @@ class RuleOptimizer(torch.optim.Optimizer):
                             p_state[key] = value.to_dense()
 
     def load_state_dict(self, state_dict: StateDict) -> None:
+        """torch.optim's load, with the saved state checked against the parameters before
+        anything changes. The load pre-hooks run first (they may adapt the dict, e.g. reorder
+        it by ``param_names``), the post-hooks last, when the state is as loaded."""
+        state_dict = state_dict.copy()
+        for hook in list(self._optimizer_load_state_dict_pre_hooks.values()):
+            adapted = hook(self, state_dict)
+            if adapted is not None:
+                state_dict = adapted
+        hooks = (self._optimizer_load_state_dict_pre_hooks,
+                 self._optimizer_load_state_dict_post_hooks)
+        self._optimizer_load_state_dict_pre_hooks = OrderedDict()  # run above, not again
+        self._optimizer_load_state_dict_post_hooks = OrderedDict()  # run below, once loaded
+        try:
+            self.load_checked(state_dict)
+        finally:
+            (self._optimizer_load_state_dict_pre_hooks,
+             self._optimizer_load_state_dict_post_hooks) = hooks
+        for post_hook in list(hooks[1].values()):
+            post_hook(self)
+
+    def load_checked(self, state_dict: StateDict) -> None:
+        """The load itself (what :meth:`load_state_dict` does between the hooks): check, copy,
+        load, restore the state's dtypes and formats."""
         check_state_dict(self, state_dict)
         self._stepper.forget()
         self._checked.clear()

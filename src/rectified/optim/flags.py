@@ -7,7 +7,7 @@
   not to hyperparameters, which the rules read as Python numbers; a hyperparameter tensor that
   requires grad is refused rather than silently given no derivative.
 * ``capturable=True`` is a CUDA-graph option: as in torch.optim, a step refuses parameters on
-  devices that cannot be captured (the CPU), before anything moves.
+  devices that cannot be captured (the CPU), before anything moves, unless ``fused=True``.
 """
 
 from __future__ import annotations
@@ -43,8 +43,9 @@ def check_engine_flags(group: Mapping[str, Any]) -> None:
 
 def check_capturable_devices(group: Mapping[str, Any]) -> None:
     """With ``capturable=True``, raise ``AssertionError`` (as torch.optim) unless every
-    parameter is on a device whose steps can be captured in a graph."""
-    if not group.get("capturable"):
+    parameter is on a device whose steps can be captured in a graph, or the group asks for
+    ``fused=True`` (torch's fused kernels step CPU parameters with ``capturable=True``)."""
+    if not group.get("capturable") or group.get("fused"):
         return
     supported = _get_capturable_supported_devices()
     devices = sorted({p.device.type for p in group["params"]} - set(supported))

@@ -104,7 +104,7 @@ class NAdam(RuleOptimizer):
         return torch.tensor(nadam_rule.momentum_product(count, beta1, psi),
                             dtype=_get_scalar_dtype())
 
-    def load_state_dict(self, state_dict: StateDict) -> None:
+    def load_checked(self, state_dict: StateDict) -> None:
         # ``mu_product`` is one number per parameter, not a tensor of the parameter's shape:
         # it is checked here, and kept as saved (torch would cast it to the parameter's dtype).
         products = {saved_id: entry[PRODUCT]
@@ -115,7 +115,7 @@ class NAdam(RuleOptimizer):
         if "state" in state_dict:
             without["state"] = {saved_id: {k: v for k, v in entry.items() if k != PRODUCT}
                                 for saved_id, entry in state_dict["state"].items()}
-        super().load_state_dict(without)
+        super().load_checked(without)
         for group, saved in zip(self.param_groups, state_dict["param_groups"]):
             for param, saved_id in zip(group["params"], saved["params"]):
                 if saved_id in products:

@@ -75,6 +75,10 @@ class UpdateRule:
     # Whether ``fused=None`` runs the fused engine when its kernel is built (the Adam family,
     # whose steps are one loop there); other rules run foreach unless ``fused=True``.
     fused_by_default: bool = False
+    # Whether the count ``update_`` reads is the number of steps since the state was made (SGD:
+    # its first momentum step copies the gradient): state made mid-run (momentum switched on)
+    # then starts the count again, as torch.optim's first use of a momentum buffer does.
+    counts_from_state: bool = False
 
     def state_keys(self, group: Mapping[str, Any]) -> tuple[str, ...]:
         """Names of the per-parameter state tensors the update reads and writes."""

@@ -33,6 +33,7 @@ from rectified.rules.base import (
 class SGDRule(UpdateRule):
     name = "SGD"
     supports_sparse = True
+    counts_from_state = True
 
     def state_keys(self, group: Mapping[str, Any]) -> tuple[str, ...]:
         return ("momentum_buffer",) if group["momentum"] != 0 else ()
