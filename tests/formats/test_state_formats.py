@@ -4,6 +4,8 @@ state must be torch.optim's step on the same values, re-encoded."""
 
 from __future__ import annotations
 
+import copy
+
 import pytest
 import torch
 
@@ -177,17 +179,34 @@ def test_torch_checkpoints_load_into_8bit_and_float32_state_loads_into_torch():
     assert torch_again.state[params[0]]["exp_avg"].dtype == torch.float32
 
 
+def _scales_with(value: float):
+    def change(entry):
+        entry["exp_avg_sq_scales"] = entry["exp_avg_sq_scales"].clone()
+        entry["exp_avg_sq_scales"][0] = value
+    return change
+
+
+@pytest.mark.parametrize("into", ["8bit", None])
 @pytest.mark.parametrize("change", [
     lambda e: e.__setitem__("exp_avg_scales", e["exp_avg_scales"][:-1]),
     lambda e: e.__setitem__("exp_avg_scales", e["exp_avg_scales"].double()),
     lambda e: e.__setitem__("exp_avg", e["exp_avg"].float()),
-])
-def test_a_hand_edited_8bit_checkpoint_is_refused_before_anything_changes(change):
+    lambda e: e.__setitem__("exp_avg_scales", e["exp_avg_scales"].tolist()),
+    _scales_with(float("nan")),
+    _scales_with(float("inf")),
+], ids=["short", "float64", "codes-float32", "list", "nan", "inf"])
+def test_a_hand_edited_8bit_checkpoint_is_refused_before_anything_changes(change, into):
+    """Refused by an 8-bit optimizer and by one with float32 state (which would convert the
+    codes), before anything changes."""
     params = _params()
     optimizer = rectified.Adam(params, lr=0.01, state_format="8bit", min_8bit_size=0)
     _run(None, params, optimizer, 0, 2)
     saved = optimizer.state_dict()
-    before = roundtrip(saved)
+    if into is None:
+        target = rectified.Adam(params, lr=0.01)
+        _run(None, params, target, 0, 2)
+        optimizer, saved = target, copy.deepcopy(saved)
+    before = roundtrip(optimizer.state_dict())
     saved["state"][0] = dict(saved["state"][0])  # the live entry stays as it was
     change(saved["state"][0])
     with pytest.raises(ValueError, match="exp_avg"):

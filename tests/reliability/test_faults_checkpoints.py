@@ -154,16 +154,43 @@ def test_torch_checkpoints_still_load_both_ways(case):
 
 
 @pytest.mark.parametrize("case", RULE_CASES, ids=lambda c: c.name)
-def test_a_checkpoint_without_steps_is_not_refused_for_that(case):
-    """A state without its ``step`` but with every moment (torch.optim.SGD saves none) is not
-    refused by the checks (how the count is then found is the loader's business)."""
+def test_a_checkpoint_without_steps_is_refused_unless_the_rule_counts_from_its_state(case):
+    """A state without its ``step`` beside its moments: refused (torch.optim raises a KeyError
+    at the step; a count restarted at 1 would put RAdam back into its warm-up), except for SGD,
+    whose count only says whether its momentum buffer exists (torch.optim.SGD saves none)."""
     _, optimizer = _trained(case)
     target = _target(case)
     saved = copy.deepcopy(optimizer.state_dict())
     for entry in saved["state"].values():
         entry.pop("step", None)
-    check_state_dict(inner(target), {**saved, "state": {
-        i: {k: v for k, v in e.items() if k != "slow_param"} for i, e in saved["state"].items()}})
+    if inner(target).rule.counts_from_state:
+        check_state_dict(inner(target), {**saved, "state": {
+            i: {k: v for k, v in e.items() if k != "slow_param"}
+            for i, e in saved["state"].items()}})
+    elif any(entry for entry in saved["state"].values()):
+        _refused(target, saved, r"state of parameter 0 in group 0 has no 'step'")
+
+
+@pytest.mark.parametrize("dtype", [torch.int64, torch.int32, torch.float16])
+@pytest.mark.parametrize("case", RULE_CASES, ids=lambda c: c.name)
+def test_step_counters_of_another_dtype_load_and_count_on(case, dtype):
+    """Integer or float16 counters (torch.optim keeps what it loads) count on in float: the
+    run continues exactly as from the saved float counters."""
+    params, optimizer = _trained(case)
+    saved = copy.deepcopy(optimizer.state_dict())
+    edited = copy.deepcopy(saved)
+    for entry in edited["state"].values():
+        if torch.is_tensor(entry.get("step")):
+            entry["step"] = entry["step"].to(dtype)
+    runs = []
+    for state_dict in (saved, edited):
+        copies = [p.detach().clone().requires_grad_() for p in params]
+        resumed = build(case, copies)
+        resumed.load_state_dict(state_dict)
+        apply_(resumed, copies, gradient_sequence(copies, 3, seed=9))
+        runs.append((copies, state_tensors(resumed)))
+    assert max_relative_error(runs[1][0], runs[0][0]) == 0
+    assert_same_state(runs[1][1], runs[0][1])
 
 
 def test_a_refused_load_names_the_first_bad_key_exactly():

@@ -103,7 +103,7 @@ def advance_steps_(steps: list[Tensor]) -> list[int]:
             return [int(v) for v in kernel.advance_steps_(steps)]
         except RuntimeError:  # counters off the CPU: checked before any was changed
             pass
-    torch._foreach_add_(steps, 1.0)
+    torch._foreach_add_(steps, 1)  # an integer counter set by hand takes it too
     try:
         values = torch.stack(steps).tolist()
     except RuntimeError:  # steps on different devices

@@ -83,7 +83,10 @@ def step_counter(state: dict[str, Any]) -> Tensor:
     (the only count SGD's rule reads)."""
     step = state.get("step")
     if torch.is_tensor(step):
-        return step
+        # An integer or float16 counter (torch keeps what it loads) counts here in float32 or
+        # float64: float16 stops at 2048, and integer counters fail the engines' float updates.
+        return step if step.dtype in (torch.float32, torch.float64) else step.to(
+            _get_scalar_dtype())
     if step is None:
         step = 1.0 if any(torch.is_tensor(v) for v in state.values()) else 0.0
     return torch.tensor(float(step), dtype=_get_scalar_dtype())

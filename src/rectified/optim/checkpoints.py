@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import Tensor
@@ -40,7 +40,10 @@ def check_state_dict(optimizer: torch.optim.Optimizer, state_dict: Mapping[str, 
     under the saved group's hyperparameters: a checkpoint of another optimizer (SGD's
     ``momentum_buffer`` or Adagrad's ``sum`` offered to Adam) or one missing a moment is
     refused, rather than loaded with zeroed moments under the old step count. A missing
-    ``step`` beside complete moments is not refused (torch.optim.SGD saves none).
+    ``step`` beside saved state is refused too (a count started again at 1 would, e.g., put
+    RAdam back into its warm-up), except for a rule that counts from its state (SGD, whose
+    torch.optim checkpoints save none). The scales of 8-bit moments must be finite float32
+    tensors of the parameter's block layout.
     """
     if "state" not in state_dict or "param_groups" not in state_dict:
         raise ValueError("state_dict must have the keys 'state' and 'param_groups'")
@@ -71,6 +74,7 @@ def check_state_dict(optimizer: torch.optim.Optimizer, state_dict: Mapping[str, 
                 )
             _check_keys(entry, needed, optimizer, f"parameter {position} in group {index}",
                         scalars)
+            _check_count(entry, optimizer, f"parameter {position} in group {index}")
             for key, value in entry.items():
                 where = f"state {key!r} of parameter {position} in group {index}"
                 if key == "step":
@@ -81,10 +85,10 @@ def check_state_dict(optimizer: torch.optim.Optimizer, state_dict: Mapping[str, 
                             isinstance(value, Tensor) and value.numel() != 1):
                         raise ValueError(f"{where} must be one number, got {value!r}")
                     continue
-                if not isinstance(value, Tensor):
-                    continue
                 if formats.is_scales(key, entry):
                     _check_scales(value, entry[formats.codes_key(key)], param, where)
+                    continue
+                if not isinstance(value, Tensor):
                     continue
                 if value.shape != param.shape:
                     raise ValueError(
@@ -135,6 +139,17 @@ def _check_keys(entry: Mapping[str, Any], needed: tuple[str, ...],
     )
 
 
+def _check_count(entry: Mapping[str, Any], optimizer: torch.optim.Optimizer,
+                 where: str) -> None:
+    rule = getattr(optimizer, "rule", None)
+    if (rule is None or rule.counts_from_state or "step" in entry
+            or not any(isinstance(value, Tensor) for value in entry.values())):
+        return
+    raise ValueError(
+        f"state of {where} has no 'step': {type(optimizer).__name__} needs the step count its "
+        "state was made at (a checkpoint edited, or of another optimizer)")
+
+
 def _check_step(value: Any, where: str) -> None:
     """A step counter: a whole number >= 0, as a Python number or a one-element real tensor."""
     number: float | None = None
@@ -155,6 +170,9 @@ def _check_step(value: Any, where: str) -> None:
 def _check_scales(scales: Any, codes: Any, param: Tensor, where: str) -> None:
     """The float32 block scales of 8-bit codes (:mod:`rectified.formats.codes`)."""
     shape = formats.scales_shape(param)
+    if not isinstance(scales, Tensor):
+        raise ValueError(f"{where} is a {type(scales).__name__}; the scales of 8-bit codes are "
+                         f"a float32 tensor of shape {shape}")
     if not isinstance(codes, Tensor) or codes.dtype != torch.uint8:
         raise ValueError(f"{where} are the scales of 8-bit codes, but its codes are not uint8")
     if scales.dtype != torch.float32 or tuple(scales.shape) != shape:
@@ -165,6 +183,10 @@ def _check_scales(scales: Any, codes: Any, param: Tensor, where: str) -> None:
             f"parameter of {param.numel()} elements are float32 of shape {shape}{note}")
     if param.is_complex() or not param.is_floating_point():
         raise ValueError(f"{where}: 8-bit state is only for real floating-point parameters")
+    local = cast(Any, scales).to_local() if sharded.is_dtensor(scales) else scales
+    if not bool(torch.isfinite(local).all()):
+        raise ValueError(f"{where} holds inf or NaN; a block's scale is a finite number (its "
+                         "sign marks a block with non-finite values)")
     if sharded.is_dtensor(scales) and sharded.blocked_elsewhere(scales, param):
         raise ValueError(
             f"{where} belong to another sharding than the parameter's (its rows name other "
