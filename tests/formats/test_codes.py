@@ -95,6 +95,21 @@ def test_non_finite_values_keep_their_block_scale():
     assert torch.equal(decoded[finite], clean[finite])  # the scale came from finite values
 
 
+def test_v_that_overflowed_stays_inf_and_nan_stays_nan_in_the_step():
+    """v's top code is +inf, also in a block whose finite values are all 0 (scale 0): an
+    overflowed v stays inf, as in float32 state; m's top code is NaN."""
+    v = torch.zeros(512)
+    v[3], v[7], v[300] = float("inf"), float("nan"), float("inf")
+    v[301] = 2.0
+    encoded, scales = codes.encode(v, codes.UNSIGNED)
+    decoded = codes.decode(encoded, scales, codes.UNSIGNED)
+    assert scales[0].abs() == 0 and torch.signbit(scales).tolist() == [True, True]
+    assert decoded[3] == math.inf and decoded[7] == math.inf and decoded[300] == math.inf
+    assert decoded[301] == 2.0 and (decoded[[0, 1, 256]] == 0).all()
+    assert codes.code_values(codes.UNSIGNED)[255] == math.inf
+    assert codes.code_values(codes.SIGNED)[[0x7F, 0xFF]].isnan().all()
+
+
 def test_bfloat16_stochastic_rounding_is_unbiased_and_exact_on_bfloat16_values():
     x = torch.full((100_000,), 1.0 + 2.0**-10)  # 1/8 of the way from 1 to the next bfloat16
     bits = rounding.parameter_bits(rounding.element_bits(rounding.stream_key(0, 1, 0), x.numel()))
@@ -132,6 +147,8 @@ def _awkward(n: int = 256 * 9 + 100) -> torch.Tensor:
     x = _sample("signed", n)
     x[5], x[300], x[301], x[900] = float("nan"), float("inf"), -float("inf"), -0.0
     x[256 * 4: 256 * 5] = 0.0  # a block of zeros
+    x[256 * 6: 256 * 7] = 0.0  # and one of zeros and an inf (scale 0)
+    x[256 * 6 + 9] = float("inf")
     return x
 
 

@@ -269,6 +269,30 @@ def test_a_nan_gradient_leaves_the_rest_of_its_block_finite(engine, fused_kernel
     assert params[0].view(-1)[:256].isnan().sum() == 1
 
 
+@pytest.mark.parametrize("engine", ENGINES)
+def test_a_gradient_whose_square_overflows_freezes_its_element_as_float32_state_does(
+        engine, fused_kernel):
+    """A gradient of 1e22 makes v inf in float32 ((1 - β2) g² overflows): float32 state then
+    steps that element by m / inf = 0 and keeps it finite; so must 8-bit state (v's top code is
+    +inf), on every engine. Elements of other blocks step as with float32 state; those of its
+    own block, whose m is coded against the huge m beside them, stay finite."""
+    runs = {}
+    for state_format in (None, "8bit"):
+        param = torch.nn.Parameter(torch.linspace(-1, 1, 600))
+        optimizer = rectified.Adam([param], lr=0.01, state_format=state_format,
+                                   min_8bit_size=0, **ENGINES[engine])
+        for step in range(4):
+            grad = torch.linspace(1, 2, 600)
+            if step == 1:
+                grad[10] = 1e22
+            param.grad = grad
+            optimizer.step()
+        runs[state_format] = param.detach().clone()
+    assert runs[None].isfinite().all() and runs["8bit"].isfinite().all()
+    assert runs["8bit"][10] == runs[None][10]  # moved in the first step only
+    assert (runs["8bit"][256:] - runs[None][256:]).abs().max() < 4e-3  # of 0.04 moved
+
+
 def test_small_tensors_keep_float32_state_and_8bit_is_2_bytes_a_parameter():
     big, small = torch.zeros(1_000_000, requires_grad=True), torch.zeros(4095, requires_grad=True)
     optimizer = rectified.RAdam([big, small], state_format="8bit")

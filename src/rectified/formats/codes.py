@@ -8,8 +8,11 @@ A tensor x of n elements is cut into blocks of 256 (the last may be short). For 
     code  = the code of x / scale    (rounded to nearest even, or stochastically)
     x̂     = value(code) · |scale|
 
-Non-finite elements get the NaN code, and the block's scale gets its sign bit set (a mark;
-decoding uses |scale|), so a NaN or inf never spoils the scale of the finite values beside it.
+Non-finite elements get the top code (all ones), and the block's scale gets its sign bit set
+(a mark; decoding uses |scale|), so a NaN or inf never spoils the scale of the finite values
+beside it. The top code is NaN for m, and +inf for v (whatever the block's scale): v is >= 0,
+and turns inf when a gradient's square overflows, where float32 state keeps v = inf and the
+step m / (√v + ε) = 0; a v that is NaN comes with a NaN m, so the step is NaN either way.
 
 Two code maps, after the 8-bit floats of Micikevicius et al. (arXiv 2209.05433) and the
 blockwise 8-bit state of Dettmers et al. (arXiv 2110.02861), chosen by measured error on the
@@ -18,9 +21,12 @@ moments of real runs (docs/optimizers.md, "State formats"):
 * :data:`SIGNED` (the first moment m): e4m3, torch's ``float8_e4m3fn`` (sign, 4 exponent bits
   with bias 7, 3 mantissa bits, subnormals, magnitude 0x7F = NaN), MAXV = 448.
 * :data:`UNSIGNED` (the second moment v and its running maximum): ue5m3, unsigned (5 exponent
-  bits with bias 15, 3 mantissa bits, subnormals, 0xFF = NaN), MAXV = 1.75 · 2^16. A positive v
-  never encodes to 0 (it takes the smallest code instead): a v rounded to 0 under a non-zero m
-  makes m / (√v + ε) explode in the first steps, where v is tiny.
+  bits with bias 15, 3 mantissa bits, subnormals, 0xFF = +inf), MAXV = 1.75 · 2^16. A positive
+  v never encodes to 0 (it takes the smallest code instead): a v rounded to 0 under a non-zero
+  m makes m / (√v + ε) explode in the first steps, where v is tiny. The exception is a block
+  whose largest v is below 2^-100 (7.9e-31: √v below 1e-15, gradients below about 3e-14
+  throughout the block), which is stored as zeros: its scale would not be a normal float32.
+  That matters only where ε is below about 1e-14 (ε = 0, or 1e-16).
 
 The relative range of m's codes (2^17.8) is not coarser than that of √v's (2^16.9), so no
 small m is rounded up to a code whose quotient by a small √v explodes.
@@ -33,6 +39,7 @@ round-to-nearest would freeze it.
 
 from __future__ import annotations
 
+import math
 from typing import NamedTuple
 
 import torch
@@ -122,7 +129,7 @@ def encode(x: Tensor, code_map: CodeMap, random16: Tensor | None = None) -> tupl
 
 
 def code_values(code_map: CodeMap, device: torch.device | str = "cpu") -> Tensor:
-    """The value of each of the 256 codes (float32; NaN for the NaN codes)."""
+    """The value of each of the 256 codes (float32; the top codes NaN, or +inf unsigned)."""
     m, bias = code_map.mantissa_bits, code_map.bias
     code = torch.arange(256, device=device)
     magnitude = code & 0x7F if code_map.signed else code
@@ -130,7 +137,8 @@ def code_values(code_map: CodeMap, device: torch.device | str = "cpu") -> Tensor
     value = torch.where(
         exponent == 0, fraction * 2.0 ** (1 - bias - m),
         (1 + fraction / 2**m) * torch.pow(2.0, (exponent - bias).double()))
-    value = torch.where(magnitude == code_map.largest_magnitude + 1, float("nan"), value)
+    top = float("nan") if code_map.signed else float("inf")
+    value = torch.where(magnitude == code_map.largest_magnitude + 1, top, value)
     if code_map.signed:
         value = torch.where(code >= 128, -value, value)
     return value.float()
@@ -146,4 +154,6 @@ def decode(codes: Tensor, scales: Tensor, code_map: CodeMap) -> Tensor:
         _VALUES[key] = code_values(code_map, codes.device)
     n = codes.numel()
     values = blocks(_VALUES[key][codes.reshape(-1).long()]) * scales.abs()[:, None]
+    if not code_map.signed:  # +inf whatever the scale (a block of zeros and infs has scale 0)
+        values = torch.where(blocks(codes) == code_map.largest_magnitude + 1, math.inf, values)
     return values.reshape(-1)[:n].view(codes.shape)

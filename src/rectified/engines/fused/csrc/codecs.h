@@ -37,9 +37,9 @@ inline void decode_codes_(const at::Tensor& codes, const at::Tensor& scales, at:
       const int64_t begin = b * kBlock, end = std::min(n, begin + kBlock);
       const float scale = std::fabs(s[b]);
       if (is_signed) {
-        for (int64_t i = begin; i < end; ++i) x[i] = Signed::decode(c[i]) * scale;
+        for (int64_t i = begin; i < end; ++i) x[i] = Signed::scaled(c[i], scale);
       } else {
-        for (int64_t i = begin; i < end; ++i) x[i] = Unsigned::decode(c[i]) * scale;
+        for (int64_t i = begin; i < end; ++i) x[i] = Unsigned::scaled(c[i], scale);
       }
     }
   });

@@ -45,7 +45,7 @@ inline uint32_t stream_key(uint64_t seed, uint64_t step, uint64_t tensor) {
 }
 
 // A small float code: E exponent bits (bias 2^(E-1) - 1), M mantissa bits, subnormals; the
-// all-ones magnitude is NaN. Signed codes keep the sign in bit 7. Both directions are written
+// all-ones magnitude is NaN (+inf once scaled, unsigned). Signed codes keep the sign in bit 7. Both directions are written
 // without branches or calls (selects, and rounding by adding a number whose ulp is the step),
 // so the block loops vectorize.
 template <int E, int M, bool kSigned, bool kSmallestNonzero>
@@ -72,6 +72,14 @@ struct Code {
     float value = magnitude < (1u << M) ? normal * 2.0f - kMinNormal : normal;
     value = magnitude == kTop + 1 ? std::numeric_limits<float>::quiet_NaN() : value;
     return kSigned ? from_bits(bits(value) | ((c & 0x80u) << 24)) : value;
+  }
+
+  // A code times its block's scale: the top code of an unsigned map is +inf whatever the scale
+  // (formats/codes.py says why); NaN otherwise.
+  static float scaled(uint32_t c, float scale) {
+    const float value = decode(c) * scale;
+    if constexpr (kSigned) return value;
+    return c == kTop + 1 ? std::numeric_limits<float>::infinity() : value;
   }
 
   // y: the element times its block's 1 / scale; x: the element. r16: 16 random bits

@@ -91,10 +91,10 @@ void run_block(const BlockStep<kBounded, kMax, kCoupled>& rule, const Job& job, 
   // Every narrow value is widened in a loop of its own, and narrowed in one after the step: a
   // loop that mixes widths vectorizes poorly (2.5x slower measured).
   if constexpr (kStorage == Storage::kEightBit) {
-    for (int64_t i = 0; i < n; ++i) m[i] = Signed::decode(ms[i]) * dm;
-    for (int64_t i = 0; i < n; ++i) v[i] = Unsigned::decode(vs[i]) * dv;
+    for (int64_t i = 0; i < n; ++i) m[i] = Signed::scaled(ms[i], dm);
+    for (int64_t i = 0; i < n; ++i) v[i] = Unsigned::scaled(vs[i], dv);
     if constexpr (kMax) {
-      for (int64_t i = 0; i < n; ++i) x[i] = Unsigned::decode(xs[i]) * dx;
+      for (int64_t i = 0; i < n; ++i) x[i] = Unsigned::scaled(xs[i], dx);
     }
   } else {
     for (int64_t i = 0; i < n; ++i) m[i] = bfloat16_value(ms[i]);
