@@ -420,3 +420,123 @@ def test_a_moment_resized_in_place_under_a_formatted_plan_raises_before_anything
         opt.step()
     assert all(torch.equal(p, b) for p, b in zip(params, before))
     assert [opt.state[p]["step"].item() for p in params] == [3.0] * len(params)
+
+
+# -- changes a kept plan must see however they are timed ----------------------------------------
+def _paired_params(dtype=torch.float64):
+    generator = torch.Generator().manual_seed(7)
+    return [torch.randn(40_000, generator=generator, dtype=torch.float64).to(dtype)
+            .requires_grad_() for _ in range(3)]
+
+
+def _share_state_memory(opt, params):
+    with torch.no_grad():  # the parameter now lives in its own exp_avg's memory
+        params[1].data = opt.state[params[1]]["exp_avg"].data
+
+
+def _share_parameter_memory(opt, params):
+    params[1].data = params[0].data
+
+
+def _share_counter(opt, params):
+    opt.state[params[1]]["step"].set_(opt.state[params[0]]["step"])
+
+
+def _list_in_two_groups(opt, params):
+    opt.param_groups[0]["params"].append(params[2])
+
+
+def _run_timed(change, at, dtype=torch.float64, **options):
+    """Five steps of Adam over two groups (parameters 0-1 and 2); ``change`` after step ``at``
+    (0: right after the step that made the plan, before its first check)."""
+    params = _paired_params(dtype)
+    opt = rectified.Adam([{"params": params[:2]}, {"params": params[2:]}], lr=0.1, **options)
+    for step in range(5):
+        if step == at + 1:
+            change(opt, params)
+        for p, g in zip(params, _grads(params, step)):
+            p.grad = g
+        opt.step()
+    return [p.detach().clone() for p in params], [
+        float(opt.state[p]["step"]) for p in params]
+
+
+TIMED = {
+    "parameter in its state's memory": _share_state_memory,
+    "parameters sharing memory": _share_parameter_memory,
+    "step counters sharing memory": _share_counter,
+    "parameter listed in two groups": _list_in_two_groups,
+}
+
+
+@pytest.mark.parametrize("at", [0, 2])
+@pytest.mark.parametrize("name", list(TIMED))
+def test_a_change_right_after_the_plan_is_made_is_seen(name, at):
+    """Memory made shared, counters made one, a parameter listed in a second group: whether
+    right after the step that made the plan or later, the step is the reference engine's."""
+    actual, actual_steps = _run_timed(TIMED[name], at, fused=True)
+    expected, expected_steps = _run_timed(TIMED[name], at, foreach=False)
+    assert actual_steps == expected_steps
+    assert_close_relative(actual, expected, rtol=1e-12)
+
+
+@pytest.mark.parametrize("state_format", ["8bit", "bfloat16"])
+@pytest.mark.parametrize("name", ["parameters sharing memory", "step counters sharing memory"])
+def test_a_change_right_after_a_formatted_plan_is_made_is_seen(name, state_format,
+                                                               monkeypatch):
+    """As above with state in a format: the planned step is the general path's, bit for bit."""
+    from rectified.engines.fused import formatted
+
+    storage = {"state_format": state_format, "min_8bit_size": 0}
+    planned = _run_timed(TIMED[name], 0, torch.float32, fused=True, **storage)
+    monkeypatch.setattr(formatted.FormattedPlan, "make", lambda *args: None)
+    general = _run_timed(TIMED[name], 0, torch.float32, fused=True, **storage)
+    assert planned[1] == general[1]
+    for a, b in zip(planned[0], general[0]):
+        assert torch.equal(a, b)
+
+
+@pytest.mark.parametrize("spoil", ["skipped", "raised"])
+def test_a_state_entry_replaced_before_a_step_that_does_not_run_is_used_after_it(spoil):
+    """``optimizer.state[p]`` replaced, then a step skipped (a non-finite gradient under
+    ``skip_nonfinite``) or refused (a sparse gradient): the next steps use the new entry."""
+    def run(**engine):
+        params = _paired_params()
+        opt = rectified.Adam(params, lr=0.1, skip_nonfinite=True, **engine)
+        for step in range(6):
+            for p, g in zip(params, _grads(params, step)):
+                p.grad = g
+            if step == 1:  # before the first check of the plan made at step 0
+                opt.state[params[1]] = {k: v.clone() for k, v in opt.state[params[1]].items()}
+                if spoil == "skipped":
+                    params[0].grad[0] = float("inf")
+                else:
+                    params[0].grad = params[0].grad.to_sparse()
+            try:
+                opt.step()
+            except RuntimeError:
+                assert spoil == "raised"
+        return [p.detach().clone() for p in params], float(opt.state[params[1]]["step"])
+
+    (actual, actual_step), (expected, expected_step) = run(fused=True), run(foreach=False)
+    assert actual_step == expected_step
+    assert_close_relative(actual, expected, rtol=1e-12)
+
+
+def test_codes_reshaped_in_place_under_a_formatted_plan_raise_before_any_group_moves():
+    """8-bit codes given another shape in place (same memory): refused in the checks before
+    any group moves, as on the reference engine, at every attempt."""
+    params = [torch.randn(200, 250).requires_grad_(), torch.randn(50_000).requires_grad_()]
+    opt = rectified.Adam([{"params": [params[0]]},
+                          {"params": [params[1]], "state_format": "8bit"}], lr=0.1, fused=True)
+    for step in range(3):
+        for p, g in zip(params, _grads(params, step)):
+            p.grad = g
+        opt.step()
+    opt.state[params[1]]["exp_avg"].as_strided_((250, 200), (1, 250))
+    for _ in range(2):
+        before = [p.detach().clone() for p in params]
+        with pytest.raises(RuntimeError, match="state 'exp_avg' of parameter 0 has shape"):
+            opt.step()
+        assert all(torch.equal(p.detach(), b) for p, b in zip(params, before))
+        assert [float(opt.state[p]["step"]) for p in params] == [3.0, 3.0]

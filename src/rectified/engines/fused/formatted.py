@@ -197,7 +197,6 @@ class FormattedPlan(GroupPlan):
         self.tensors.update({key: tuple(s[key] for s in states) for key in scales})
         self.moments = [s[key] for s in states for key in keys]
         self.scales = [s[key] for s in states for key in scales]
-        self.pointers = self._pointers()
         self.positions = [h.position for h in how]
         self.offsets = [h.offset for h in how]
         self.operation: tuple[str, tuple[float, ...]] | None = None
@@ -228,29 +227,27 @@ class FormattedPlan(GroupPlan):
         if overlapping(_with_scales(slots, states, index, pairs, how[0].encoded == "8bit"),
                        (1,)):
             return None
-        return cls(group, params, states, keys, counts[0], storage, how)
-
-    def _pointers(self) -> tuple[int, ...]:
-        return tuple(t.data_ptr() for t in (*self.moments, *self.scales))
+        plan = cls(group, params, states, keys, counts[0], storage, how)
+        plan.hand_over()
+        return plan
 
     def usable(self, rule: UpdateRule, group: Mapping[str, Any]) -> bool:
-        """The group stores state as when planned, every moment and scale still has the memory
-        it had (``.data`` not replaced), :meth:`ready`, and the step is still one operation."""
-        if (formats.storage_of(group) != self.storage or self._pointers() != self.pointers
-                or not self.ready()):
+        """The group stores state as when planned, :meth:`ready` (the kernel's plan also finds
+        every moment and scale with the memory, sizes and dtype it had: ``.data`` not replaced,
+        not reshaped in place), and the step is still one operation."""
+        if formats.storage_of(group) != self.storage or not self.ready():
             return False
         self.operation = _one_step(rule, group, self.keys, 2 + len(self.keys), self.count + 1)
         return self.operation is not None
 
-    def ready(self) -> bool:
-        if self._handle is None:  # the C++ plan checks parameters and gradients (2 slots)
-            self._handle = kernel.plan([t for p in self.params for t in (p, p)],
-                                       list(self.tensors["step"]), list(self.frozen), 2,
-                                       [*self.moments, *self.scales])
-        return bool(self._handle.check(float(self.count)))
+    def hand_over(self) -> None:
+        # The C++ plan checks parameters and gradients (2 slots), and the moments and scales.
+        self._handle = kernel.plan([t for p in self.params for t in (p, p)],
+                                   list(self.tensors["step"]), list(self.frozen), 2,
+                                   [*self.moments, *self.scales])
 
     def step_(self, rule: UpdateRule, group: Mapping[str, Any]) -> bool:
-        if self.operation is None:
+        if self.operation is None or not self._handle.counts_hold(float(self.count)):
             return False
         count = self.count + 1
         name, scalars = self.operation

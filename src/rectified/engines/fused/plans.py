@@ -109,7 +109,9 @@ class GroupPlan:
             *([s[k] for s in states] for k in keys)]
         if kernel.overlapping(slots, (1,)):
             return None  # parameters sharing memory run one at a time, never in one pass
-        return cls(group, params, states, keys, counts[0])
+        plan = cls(group, params, states, keys, counts[0])
+        plan.hand_over()
+        return plan
 
     def matches(self, group: Mapping[str, Any], state: Mapping[Tensor, dict], keys) -> bool:
         """Whether the group and its state are the objects the plan was made from."""
@@ -122,9 +124,11 @@ class GroupPlan:
         # parameter (a tensor's hash is a Python call), and any entry replaced, added or removed
         # anywhere shows. Taken on the first check, right after the step that made the plan.
         if self.state_map is None:
-            self.state_map, self.state_entries = state, tuple(state.values())
+            # Only once the entries are the plan's: a snapshot taken of a replaced entry would
+            # make the plan match it for good.
             if not all(map(is_, map(state.get, self.params), self.states)):
                 return False
+            self.state_map, self.state_entries = state, tuple(state.values())
         if state is not self.state_map or not same_objects(state.values(), self.state_entries):
             return False
         try:
@@ -141,14 +145,17 @@ class GroupPlan:
         return (formats.storage_of(group) is None and not eps_underflows(group, self.dtypes)
                 and self.ready())
 
+    def hand_over(self) -> None:
+        """Give the tensors to the kernel's plan now, as they were when the plan was made
+        (checked not to overlap): the memory each has then is what every later check expects."""
+        # Slot 1 stands for the gradient, which `check` reads from the parameter each step.
+        slots = [t for p, s in zip(self.params, self.states)
+                 for t in (p, p, *(s[key] for key in self.keys))]
+        self._handle = kernel.plan(
+            slots, list(self.tensors["step"]), list(self.frozen), 2 + len(self.keys))
+
     def ready(self) -> bool:
         """Whether the gradients and counters allow the next step (see the module's doc)."""
-        if self._handle is None:
-            # Slot 1 stands for the gradient, which `check` reads from the parameter each step.
-            slots = [t for p, s in zip(self.params, self.states)
-                     for t in (p, p, *(s[key] for key in self.keys))]
-            self._handle = kernel.plan(
-                slots, list(self.tensors["step"]), list(self.frozen), 2 + len(self.keys))
         return bool(self._handle.check(float(self.count)))
 
     @property
@@ -157,7 +164,8 @@ class GroupPlan:
 
     def step_(self, rule: UpdateRule, group: Mapping[str, Any]) -> bool:
         """Advance every counter and apply ``rule``'s step; call after :meth:`usable`. True:
-        done (False would mean nothing was done, and the general path must run)."""
+        done; False: nothing was done (a counter no longer reads the count), the general path
+        must run."""
         count = self.count + 1
         keys = self.keys
 
@@ -165,6 +173,8 @@ class GroupPlan:
             update(rule, ops, group, keys, list(slots), count)
 
         program = trace(body, 2 + len(keys))
-        self._handle.run(program.n_registers, program.code, program.scalars)
+        if not self._handle.run(float(self.count), program.n_registers, program.code,
+                                program.scalars):
+            return False  # a counter moved since the check (a parameter in two groups)
         self.count = count
         return True

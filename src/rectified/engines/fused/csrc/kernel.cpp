@@ -127,5 +127,6 @@ TORCH_LIBRARY(rectified_fused, m) {
       .def(torch::init<std::vector<at::Tensor>, std::vector<at::Tensor>,
                        std::vector<at::Tensor>, int64_t, std::vector<at::Tensor>>())
       .def("check", &rectified_fused::Plan::check)
+      .def("counts_hold", &rectified_fused::Plan::counts_hold)
       .def("run", &rectified_fused::Plan::run);
 }

@@ -12,6 +12,7 @@
 #include <atomic>
 #include <cstdint>
 #include <iterator>
+#include <typeinfo>
 #include <utility>
 #include <vector>
 
@@ -46,7 +47,14 @@ struct Plan : torch::CustomClassHolder {
   // with 1,000 parameters, walking it again costs as much as a tenth of the step.
   Streams streams;
   std::vector<void*> planned;  // each tensor's data pointer when planned (gradients: none)
-  std::vector<void*> counters;
+  std::vector<void*> counters, planned_counters;
+  // Tensors the step writes besides `tensors` (a formatted group's codes and scales), each to
+  // be found as planned: same memory, sizes and dtype, still plain.
+  std::vector<at::Tensor> extras;
+  std::vector<void*> planned_extras;
+  std::vector<std::vector<int64_t>> extra_sizes;
+  std::vector<at::ScalarType> extra_types;
+  bool distinct_counters = true;  // a counter shared by two parameters must count twice
   std::vector<int64_t> numels;
   std::vector<Chunk> chunks, long_chunks;
   // The memory the step writes, [begin, end) per tensor, sorted: the plan's tensors but the
@@ -58,7 +66,7 @@ struct Plan : torch::CustomClassHolder {
   Plan(std::vector<at::Tensor> tensors_, std::vector<at::Tensor> steps_,
        std::vector<at::Tensor> frozen_, int64_t n_slots_, std::vector<at::Tensor> also_written)
       : tensors(std::move(tensors_)), steps(std::move(steps_)), frozen(std::move(frozen_)),
-        n_slots(n_slots_) {
+        n_slots(n_slots_), extras(std::move(also_written)) {
     TORCH_CHECK(n_slots >= 2 && tensors.size() == steps.size() * n_slots,
                 "fused plan: ", tensors.size(), " tensors for ", steps.size(),
                 " parameters of ", n_slots, " slots");
@@ -76,8 +84,17 @@ struct Plan : torch::CustomClassHolder {
         if (s != 1) add_written(x);
       }
     }
-    for (const at::Tensor& x : also_written) add_written(x);
+    for (const at::Tensor& x : extras) {
+      add_written(x);
+      planned_extras.push_back(x.data_ptr());
+      extra_sizes.push_back(x.sizes().vec());
+      extra_types.push_back(x.scalar_type());
+    }
     std::sort(written.begin(), written.end());
+    for (const at::Tensor& c : steps) planned_counters.push_back(c.data_ptr());
+    std::vector<void*> sorted = planned_counters;
+    std::sort(sorted.begin(), sorted.end());
+    distinct_counters = std::adjacent_find(sorted.begin(), sorted.end()) == sorted.end();
     const std::vector<bool> all(steps.size(), true);
     chunks = make_chunks(numels, all, kChunk);
     long_chunks = make_chunks(numels, all, kLongChunk);
@@ -89,6 +106,7 @@ struct Plan : torch::CustomClassHolder {
   // can be read by the kernel. Changes nothing but the plan's cached pointers.
   // Parameters are checked in parallel: the walk is bound by cache misses on tensor metadata.
   bool check(double count) {
+    if (!distinct_counters) return false;
     for (const at::Tensor& p : frozen) {
       if (p.grad().defined()) return false;
     }
@@ -98,17 +116,40 @@ struct Plan : torch::CustomClassHolder {
         if (!check_one(t, count)) ok.store(false, std::memory_order_relaxed);
       }
     });
+    if (!ok.load()) return false;
+    at::parallel_for(0, static_cast<int64_t>(extras.size()), 256, [&](int64_t first, int64_t last) {
+      for (int64_t e = first; e < last && ok.load(std::memory_order_relaxed); ++e) {
+        const at::Tensor& x = extras[e];
+        if (!formats_plain(x) || x.data_ptr() != planned_extras[e] ||
+            x.scalar_type() != extra_types[e] ||
+            x.sizes() != at::IntArrayRef(extra_sizes[e])) {
+          ok.store(false, std::memory_order_relaxed);
+        }
+      }
+    });
     return ok.load();
   }
 
+  // Whether every counter still reads `count`: checked by `check`, but an earlier group of the
+  // same step may have advanced a counter since (a parameter listed in two groups).
+  bool counts_hold(double count) const {
+    for (size_t t = 0; t < steps.size(); ++t) {
+      if (counter_value(planned_counters[t], steps[t].scalar_type()) != count) return false;
+    }
+    return true;
+  }
+
   // Advances every counter and runs the program over every parameter; call right after a
-  // `check` that returned true.
-  void run(int64_t n_registers, std::vector<int64_t> code, std::vector<double> scalars) {
+  // `check` that returned true. False (nothing done) where a counter no longer reads `count`.
+  bool run(double count, int64_t n_registers, std::vector<int64_t> code,
+           std::vector<double> scalars) {
     const Decoded decoded = decode(n_slots, n_registers, code, scalars);
+    if (!counts_hold(count)) return false;
     for (size_t t = 0; t < steps.size(); ++t) increment(counters[t], steps[t].scalar_type());
     const int64_t size = streams.chunk_size(decoded, n_slots);
     run_chunks(decoded, streams, size == kLongChunk ? long_chunks : chunks, size, n_slots,
                n_registers);
+    return true;
   }
 
  private:
@@ -124,7 +165,7 @@ struct Plan : torch::CustomClassHolder {
         return false;
       }
     }
-    if (!is_counter(steps[t]) ||
+    if (!is_counter(steps[t]) || steps[t].data_ptr() != planned_counters[t] ||
         counter_value(steps[t].data_ptr(), steps[t].scalar_type()) != count) {
       return false;
     }
@@ -154,6 +195,14 @@ struct Plan : torch::CustomClassHolder {
     const auto after = std::partition_point(
         written.begin(), written.end(), [end](const auto& w) { return w.first < end; });
     return after != written.begin() && std::prev(after)->second > begin;
+  }
+
+  // A formatted group's codes (uint8), values (bfloat16) or scales (float32), readable as plain
+  // memory (formats_plain: the same test as the formats' kernel makes).
+  static bool formats_plain(const at::Tensor& x) {
+    return x.defined() && typeid(*x.unsafeGetTensorImpl()) == typeid(c10::TensorImpl) &&
+           x.device().is_cpu() && x.layout() == at::kStrided && x.is_contiguous() &&
+           !x.is_neg() && !x.is_conj() && !x.key_set().has(c10::DispatchKey::Python);
   }
 
   // A tensor of parameter t's slot s as the plan was made: readable by the kernel, of the
