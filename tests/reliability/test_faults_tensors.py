@@ -389,3 +389,31 @@ def test_every_engine_is_covered(fused_kernel):
     """The tables above run each rectified optimizer on all three engines."""
     for case in RULE_CASES:
         assert set(engines_of(case)) == {"reference", "foreach", "fused"}, case.name
+
+
+# --- gradients of another dtype than their parameter -----------------------------------------
+
+def _other_dtype_run(case: Case, engine: str, cast_first: bool) -> tuple[list[torch.Tensor], dict]:
+    generator = torch.Generator().manual_seed(8)
+    params = [nn.Parameter(torch.randn(shape, generator=generator, dtype=torch.float64))
+              for shape in SHAPES]
+    for p in params:
+        p.grad_dtype = None  # torch then takes a gradient of any dtype
+    optimizer = case.build(params, **{**case.kwargs, **ENGINE_OPTIONS[engine]})
+    for _ in range(STEPS):
+        for p in params:
+            grad = torch.randn(p.shape, generator=generator).to(torch.float32)
+            p.grad = grad.double() if cast_first else grad
+        optimizer.step()
+    return [p.detach().clone() for p in params], state_tensors(optimizer)
+
+
+@pytest.mark.parametrize(("case", "engine"), case_engine_params(RULE_CASES), ids=case_engine_id)
+def test_a_gradient_of_another_dtype_steps_as_its_value_in_the_parameters_dtype(case, engine,
+                                                                              fused_kernel):
+    """float64 parameters with float32 gradients (``Tensor.grad_dtype = None``): every engine
+    steps as with the same gradients in float64, instead of failing halfway through a step."""
+    params, state = _other_dtype_run(case, engine, cast_first=False)
+    expected, expected_state = _other_dtype_run(case, engine, cast_first=True)
+    assert max_relative_error(params, expected) < 1e-12
+    assert state.keys() == expected_state.keys()

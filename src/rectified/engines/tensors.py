@@ -114,19 +114,20 @@ def overlapping(slots: Slots, read_only: Sequence[int] = ()) -> list[int]:
 
 
 def to_computing_dtype(slots: Slots) -> tuple[Slots, list[tuple[Tensor, Tensor]]]:
-    """Slots where every parameter whose state has another dtype than itself (a
-    ``state_dtype`` option) is converted, with its gradient and state, to the dtype the fused
+    """Slots where every parameter whose gradient or a state tensor has another dtype than
+    itself (a ``state_dtype`` option; a gradient of another dtype, which torch allows through
+    ``Tensor.grad_dtype``) is converted, with its gradient and state, to the dtype the fused
     kernel computes it in (float64 if any of them is float64, else float32); and the (tensor,
     converted copy) pairs to copy back. The parameter and its state are then rounded once, when
     stored, in their own dtypes, as in the kernel.
     """
-    if len(slots) < 3 or all(p.dtype == s.dtype for p, s in zip(slots[0], slots[2])):
+    mixed = [i for i, column in enumerate(zip(*slots))
+             if any(x.dtype != column[0].dtype for x in column)]
+    if not mixed:
         return slots, []
     converted = [list(xs) for xs in slots]
     write_back = []
-    for i, (p, s) in enumerate(zip(slots[0], slots[2])):
-        if p.dtype == s.dtype:
-            continue
+    for i in mixed:
         column = [xs[i] for xs in slots]
         computing = torch.float64 if torch.float64 in {t.dtype for t in column} else torch.float32
         for slot, tensor in enumerate(column):
