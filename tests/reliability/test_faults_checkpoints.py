@@ -11,6 +11,7 @@ import re
 import pytest
 import torch
 
+import rectified
 from rectified.optim.checkpoints import check_state_dict
 from tests.helpers import apply_, build, gradient_sequence, make_params
 from tests.registry import TORCH_TWINS, Case
@@ -204,3 +205,13 @@ def test_a_refused_load_names_the_first_bad_key_exactly():
             "state of parameter 1 in group 1 lacks 'exp_avg_sq', which Adam needs: a "
             "checkpoint of another optimizer, or an incomplete one")):
         _target(case).load_state_dict(saved)
+
+
+def test_another_optimizers_extra_state_is_named_as_such():
+    """A NAdam checkpoint offered to Adam: its ``mu_product`` is refused as no state of Adam."""
+    params = make_params()
+    nadam = rectified.NAdam(params)
+    apply_(nadam, params, gradient_sequence(params, 2))
+    with pytest.raises(ValueError, match="'mu_product' is no state of Adam: a checkpoint of "
+                                         "another optimizer"):
+        rectified.Adam(params).load_state_dict(nadam.state_dict())

@@ -91,9 +91,12 @@ def check_state_dict(optimizer: torch.optim.Optimizer, state_dict: Mapping[str, 
                 if not isinstance(value, Tensor):
                     continue
                 if value.shape != param.shape:
+                    foreign = needed and key not in needed and formats.scales_key(key) not in entry
                     raise ValueError(
                         f"{where} has shape {tuple(value.shape)}, the parameter has shape "
-                        f"{tuple(param.shape)}"
+                        f"{tuple(param.shape)}" + (
+                            f" ({key!r} is no state of {type(optimizer).__name__}: a checkpoint "
+                            "of another optimizer?)" if foreign else "")
                     )
                 encoded = formats.scales_key(key) in entry
                 if (value.dtype != torch.uint8) if encoded else (
