@@ -26,6 +26,7 @@ import torch
 from torch import nn
 from torch.testing._internal.two_tensor import TwoTensor
 
+import rectified
 from tests.registry import CASES, Case
 from tests.reliability.support import (
     ENGINE_OPTIONS,
@@ -417,3 +418,69 @@ def test_a_gradient_of_another_dtype_steps_as_its_value_in_the_parameters_dtype(
     expected, expected_state = _other_dtype_run(case, engine, cast_first=True)
     assert max_relative_error(params, expected) < 1e-12
     assert state.keys() == expected_state.keys()
+
+
+def _tied_other_dtype_run(case: Case, engine: str, cast_first: bool) -> list[torch.Tensor]:
+    params = [nn.Parameter(p.detach().float()) for p in _aliased_model("tied-data")]
+    params[1].data = params[0].data
+    for p in params:
+        p.grad_dtype = None
+    optimizer = case.build(params, **{**case.kwargs, **ENGINE_OPTIONS[engine]})
+    generator = torch.Generator().manual_seed(9)
+    for _ in range(STEPS):
+        for p in params:
+            grad = torch.randn(p.shape, generator=generator, dtype=torch.float64)
+            p.grad = grad.float() if cast_first else grad
+        optimizer.step()
+    return [p.detach().double() for p in params]
+
+
+@pytest.mark.parametrize(("case", "engine"), case_engine_params(RULE_CASES), ids=case_engine_id)
+def test_tied_parameters_with_gradients_of_another_dtype_keep_both_updates(case, engine,
+                                                                           fused_kernel):
+    """float32 parameters tied through ``.data`` with float64 gradients, which makes the step
+    compute on float64 copies of them: each copy starts from the values before the step, so
+    copying both back kept only the last one's update (0.30 off after three Adam steps of lr
+    0.1). Every engine runs them one at a time, as the reference engine runs tied parameters
+    with gradients of their dtype (to float32 rounding: the step computes in float64)."""
+    params = _tied_other_dtype_run(case, engine, cast_first=False)
+    expected = _tied_other_dtype_run(case, "reference", cast_first=True)
+    assert max_relative_error(params, expected) < 1e-5
+
+
+@pytest.mark.parametrize("engine", ["reference", "foreach", "fused"])
+def test_tied_parameters_with_a_state_dtype_keep_both_updates(engine, fused_kernel):
+    """The same with ``state_dtype``: bfloat16 parameters tied through ``.data`` with float32
+    moments step as the reference engine steps them one after the other."""
+    def run(engine: str) -> torch.Tensor:
+        generator = torch.Generator().manual_seed(10)
+        first = nn.Parameter(torch.randn(TIED, generator=generator).bfloat16())
+        second = nn.Parameter(torch.empty(0, dtype=torch.bfloat16))
+        second.data = first.data
+        optimizer = rectified.Adam([first, second], lr=0.1, state_dtype=torch.float32,
+                                   **ENGINE_OPTIONS[engine])
+        for _ in range(3):
+            for p in (first, second):
+                p.grad = torch.randn(TIED, generator=generator).bfloat16()
+            optimizer.step()
+        return first.detach().float()
+
+    def one_after_the_other() -> torch.Tensor:  # an optimizer per parameter, in turn
+        generator = torch.Generator().manual_seed(10)
+        first = nn.Parameter(torch.randn(TIED, generator=generator).bfloat16())
+        second = nn.Parameter(torch.empty(0, dtype=torch.bfloat16))
+        second.data = first.data
+        optimizers = [rectified.Adam([p], lr=0.1, state_dtype=torch.float32, foreach=False)
+                      for p in (first, second)]
+        for _ in range(3):
+            for p in (first, second):
+                p.grad = torch.randn(TIED, generator=generator).bfloat16()
+            for optimizer in optimizers:
+                optimizer.step()
+        return first.detach().float()
+
+    expected = one_after_the_other()
+    reference = run("reference")
+    assert torch.equal(reference, expected)
+    # other engines compute in float32 with other operations: a bfloat16 rounding apart
+    torch.testing.assert_close(run(engine), expected, rtol=2 ** -6, atol=1e-6)

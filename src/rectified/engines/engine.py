@@ -28,6 +28,8 @@ from rectified.engines.stored import (
 from rectified.engines.tensors import (
     Slots,
     as_local,
+    computing_parts,
+    mixed_columns,
     real,
     select,
     to_computing_dtype,
@@ -138,10 +140,18 @@ class Engine:
         slots, distributed_left = as_local(slots)
         if any(p.is_complex() for p in slots[0]):  # then their grads and state are complex too
             slots = [[real(x) for x in xs] for xs in slots]
-        slots, pairs = to_computing_dtype(slots)
         engine = self.fallback() if distributed_left else self
-        engine.apply(rule, group, keys, slots, counts)
-        write_back(pairs)
+        mixed = mixed_columns(slots)
+        parts = computing_parts(slots, mixed)
+        if len(parts) == 1:
+            slots, pairs = to_computing_dtype(slots, mixed)
+            engine.apply(rule, group, keys, slots, counts)
+            write_back(pairs)
+            return
+        for part in parts:  # parameters sharing memory, converted one at a time
+            converted, pairs = to_computing_dtype(select(slots, part))
+            engine.apply(rule, group, keys, converted, [counts[i] for i in part])
+            write_back(pairs)
 
     def apply(self, rule: UpdateRule, group: Mapping[str, Any], keys: Sequence[str],
               slots: Slots, counts: Sequence[int]) -> None:

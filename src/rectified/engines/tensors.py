@@ -113,23 +113,60 @@ def overlapping(slots: Slots, read_only: Sequence[int] = ()) -> list[int]:
     return sorted(flagged)
 
 
-def to_computing_dtype(slots: Slots) -> tuple[Slots, list[tuple[Tensor, Tensor]]]:
-    """Slots where every parameter whose gradient or a state tensor has another dtype than
-    itself (a ``state_dtype`` option; a gradient of another dtype, which torch allows through
-    ``Tensor.grad_dtype``) is converted, with its gradient and state, to the dtype the fused
-    kernel computes it in (float64 if any of them is float64, else float32); and the (tensor,
-    converted copy) pairs to copy back. The parameter and its state are then rounded once, when
-    stored, in their own dtypes, as in the kernel.
+def mixed_columns(slots: Slots) -> list[int]:
+    """The parameters (indices) whose gradient or a state tensor has another dtype than they
+    have: a ``state_dtype`` option, or a gradient of another dtype, which torch allows through
+    ``Tensor.grad_dtype``."""
+    return [i for i, column in enumerate(zip(*slots))
+            if any(x.dtype != column[0].dtype for x in column)]
+
+
+def _computing_dtype(column: Sequence[Tensor]) -> torch.dtype:
+    """The dtype the fused kernel computes a mixed column in."""
+    return torch.float64 if torch.float64 in {t.dtype for t in column} else torch.float32
+
+
+def computing_parts(slots: Slots, mixed: Sequence[int]) -> list[list[int]]:
+    """The parameters (indices) in the parts they can be converted and run in, given those of
+    :func:`mixed_columns`: all at once, except where a parameter or state tensor to convert
+    shares memory with another tensor (parameters tied through ``.data``). Each converted copy
+    starts from the values before the step, so the last one copied back would undo its twin's
+    update: those parameters run one at a time, each converted, stepped and copied back before
+    the next, as the reference engine runs tied parameters."""
+    everything = list(range(len(slots[0])))
+    if not mixed or len(everything) < 2:
+        return [everything]
+    copied = set()  # parameters of which a tensor the step writes is converted
+    for i in mixed:
+        column = [xs[i] for xs in slots]
+        computing = _computing_dtype(column)
+        if any(x.dtype != computing for slot, x in enumerate(column) if slot != 1):
+            copied.add(i)
+    if not copied:
+        return [everything]
+    shared = set(overlapping(slots, (1,)))
+    if shared.isdisjoint(copied):
+        return [everything]
+    rest = [i for i in everything if i not in shared]
+    return [rest] * bool(rest) + [[i] for i in sorted(shared)]
+
+
+def to_computing_dtype(slots: Slots, mixed: Sequence[int] | None = None,
+                       ) -> tuple[Slots, list[tuple[Tensor, Tensor]]]:
+    """Slots where every parameter of :func:`mixed_columns` is converted, with its gradient and
+    state, to the dtype the fused kernel computes it in (float64 if any of them is float64,
+    else float32); and the (tensor, converted copy) pairs to copy back. The parameter and its
+    state are then rounded once, when stored, in their own dtypes, as in the kernel. Parameters
+    sharing memory must be converted apart (:func:`computing_parts`).
     """
-    mixed = [i for i, column in enumerate(zip(*slots))
-             if any(x.dtype != column[0].dtype for x in column)]
+    mixed = mixed_columns(slots) if mixed is None else mixed
     if not mixed:
         return slots, []
     converted = [list(xs) for xs in slots]
     write_back = []
     for i in mixed:
         column = [xs[i] for xs in slots]
-        computing = torch.float64 if torch.float64 in {t.dtype for t in column} else torch.float32
+        computing = _computing_dtype(column)
         for slot, tensor in enumerate(column):
             if tensor.dtype != computing:
                 converted[slot][i] = tensor.to(computing)
