@@ -134,3 +134,36 @@ def test_sparse_gradients_refused_as_torch(name, engine, request):
     assert f"{name} does not support sparse gradients" in str(ours)
     if name in ("Adam", "AdamW", "RAdam"):
         assert "SparseAdam" in str(ours)
+
+
+
+def _other_dtype_run(cls, kwargs, dtype: torch.dtype) -> list[torch.Tensor]:
+    """A float32 table and dense parameter, or float64 ones (``dtype``), stepped with float64
+    sparse gradients (``Tensor.grad_dtype = None``) and dense float32 ones."""
+    generator = torch.Generator().manual_seed(5)
+    dense = torch.randn(3, generator=generator).to(dtype).requires_grad_()
+    table = torch.randn(6, 3, generator=generator).to(dtype).requires_grad_()
+    table.grad_dtype = dense.grad_dtype = None
+    optimizer = cls([dense, table], **kwargs)
+    for grad, _ in _sparse_gradients():  # float64 (DTYPE); none for the table at one step
+        dense.grad = torch.randn(3, generator=generator)
+        table.grad = grad
+        optimizer.step()
+    return [dense.detach().double(), table.detach().double()]
+
+
+@pytest.mark.parametrize("engine", ["forloop", "foreach", "fused"])
+@pytest.mark.parametrize("name", SPARSE)
+def test_a_sparse_gradient_of_another_dtype_steps_as_in_the_wider_dtype(name, engine, request):
+    """A float32 table with a float64 sparse gradient beside a dense parameter: torch's Adagrad
+    steps the dense one, advances both counters and then fails; rectified computes the table's
+    step in float64, as it does for a dense gradient of another dtype (to float32 rounding of
+    each step: the run with float64 parameters)."""
+    if engine == "fused":
+        request.getfixturevalue("fused_kernel")
+    ours_flags, _ = engine_flags(name, engine)
+    kwargs = {"lr": 0.1, "momentum": 0.9} if name == "SGD" else {"lr": 0.1}
+    ours = _other_dtype_run(ours_class(name), {**kwargs, **ours_flags}, torch.float32)
+    wide = _other_dtype_run(ours_class(name), {**kwargs, **ours_flags}, torch.float64)
+    for a, e in zip(ours, wide):
+        torch.testing.assert_close(a, e, rtol=1e-5, atol=1e-6)

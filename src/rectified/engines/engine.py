@@ -212,7 +212,11 @@ def run_sparse(step: GroupStep) -> None:
     entries = [states_.state_of(step.state[p], p, group, rule, key_set) for p in step.sparse]
     counts = states_.advance_steps_([entry["step"] for entry in entries])
     for p, entry, count in zip(step.sparse, entries, counts):
-        rule.sparse_update_(p, cast(Tensor, p.grad), {k: entry[k] for k in keys}, group, count)
+        # A gradient or state of another dtype: computed in the wider one, as dense steps are
+        (p_, grad, *state), pairs = to_computing_dtype(
+            [[p], [cast(Tensor, p.grad)], *([entry[k]] for k in keys)])
+        rule.sparse_update_(p_[0], grad[0], {k: x[0] for k, x in zip(keys, state)}, group, count)
+        write_back(pairs)
 
 
 def update(rule: UpdateRule, ops: TensorListOps, group: Mapping[str, Any], keys: Sequence[str],
