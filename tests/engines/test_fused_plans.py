@@ -540,3 +540,46 @@ def test_codes_reshaped_in_place_under_a_formatted_plan_raise_before_any_group_m
             opt.step()
         assert all(torch.equal(p.detach(), b) for p, b in zip(params, before))
         assert [float(opt.state[p]["step"]) for p in params] == [3.0, 3.0]
+
+
+@pytest.mark.parametrize("state_format", [None, "bfloat16", "8bit"])
+def test_a_parameter_reshaped_in_place_under_a_plan_is_refused_as_on_every_path(state_format):
+    """``p.data = p.data.view(...)`` (same memory, another shape): a formatted plan's codes kept
+    the old shape and stepped the parameter with them, where every other path (and torch.optim)
+    refuses the shapes; the plan now notices the parameter's shape, at every attempt."""
+    params = [torch.randn(200, 250).requires_grad_(), torch.randn(50_000).requires_grad_()]
+    opt = rectified.Adam(params, lr=0.1, fused=True, state_format=state_format,
+                         min_8bit_size=0)
+    _steps(opt, params, range(3))
+    params[0].data = params[0].data.view(250, 200)
+    for step in range(3, 5):
+        for p, g in zip(params, _grads(params, step)):
+            p.grad = g
+        before = [p.detach().clone() for p in params]
+        with pytest.raises(RuntimeError, match="state 'exp_avg' of parameter 0 has shape"):
+            opt.step()
+        assert all(torch.equal(p.detach(), b) for p, b in zip(params, before))
+        assert [float(opt.state[p]["step"]) for p in params] == [3.0, 3.0]
+
+
+def test_gradients_of_another_dtype_keep_no_plan(plan_steps, monkeypatch):
+    """float32 parameters with bfloat16 gradients run the general path (which converts them)
+    without making a plan at every step that the kernel's checks would then drop."""
+    made = []
+    original = GroupPlan.make.__func__
+
+    def counted(cls, *args):
+        plan = original(cls, *args)
+        made.append(plan)
+        return plan
+
+    monkeypatch.setattr(GroupPlan, "make", classmethod(counted))
+    params = _params(torch.float32)
+    for p in params:
+        p.grad_dtype = None
+    opt = rectified.Adam(params, lr=0.01, fused=True)
+    for step in range(4):
+        for p, g in zip(params, _grads(params, step)):
+            p.grad = g.bfloat16()
+        opt.step()
+    assert plan_steps == [] and not any(made)

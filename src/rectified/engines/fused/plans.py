@@ -91,9 +91,9 @@ class GroupPlan:
         counts: Sequence[int],
     ) -> GroupPlan | None:
         """A plan for the step just taken, or None where the kernel would not take every
-        tensor in one bucket (mixed step counts, float64 beside other dtypes, tensors off the
-        CPU, non-contiguous, complex or distributed, tensors sharing memory, an ε that
-        vanishes in a parameter's dtype)."""
+        tensor in one bucket (mixed step counts, float64 beside other dtypes, a gradient of
+        another dtype than its parameter, tensors off the CPU, non-contiguous, complex or
+        distributed, tensors sharing memory, an ε that vanishes in a parameter's dtype)."""
         if not params or len(set(counts)) != 1 or not kernel.is_loaded():
             return None
         tensors = [*params, *(p.grad for p in params),
@@ -102,6 +102,8 @@ class GroupPlan:
             return None
         if len({t.dtype is torch.float64 for t in tensors}) != 1:
             return None
+        if any(cast(Tensor, p.grad).dtype is not p.dtype for p in params):
+            return None  # the kernel's plan reads a gradient of its parameter's dtype
         if eps_underflows(group, {p.dtype for p in params}):
             return None  # those parameters run foreach (see FusedEngine.apply)
         slots: list[list[Tensor]] = [

@@ -5,14 +5,14 @@
 // definitions together.
 #pragma once
 #include <ATen/ATen.h>
-#include <c10/core/DispatchKey.h>
 
 #include <algorithm>
 #include <bit>
 #include <cmath>
 #include <cstdint>
 #include <limits>
-#include <typeinfo>
+
+#include "tensor_io.h"
 
 // The block loops are bound by vector instructions, not by memory: prefer 512-bit vectors
 // where the machine has them (a tuning hint, without effect elsewhere).
@@ -166,13 +166,10 @@ void encode_block(const float* __restrict x, int64_t n, uint32_t largest,
   block_scale<C>(largest, scale, &factor);
   encode_codes<C, kStochastic>(x, n, factor, random, shift, out);
 }
-// A tensor the loops can read through its data pointer: a contiguous CPU tensor of `type` and
-// `numel` elements, no subclass, no lazy bit.
+// A tensor the loops can read through its data pointer: plain memory of `type` and `numel`
+// elements.
 inline bool plain(const at::Tensor& x, at::ScalarType type, int64_t numel) {
-  return x.defined() && typeid(*x.unsafeGetTensorImpl()) == typeid(c10::TensorImpl) &&
-         x.device().is_cpu() && x.layout() == at::kStrided && x.is_contiguous() &&
-         x.scalar_type() == type && x.numel() == numel && !x.is_neg() && !x.is_conj() &&
-         !x.key_set().has(c10::DispatchKey::Python);
+  return plain_memory(x) && x.scalar_type() == type && x.numel() == numel;
 }
 
 }  // namespace rectified_fused::formats

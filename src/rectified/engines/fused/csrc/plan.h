@@ -12,11 +12,11 @@
 #include <atomic>
 #include <cstdint>
 #include <iterator>
-#include <typeinfo>
 #include <utility>
 #include <vector>
 
 #include "scheduler.h"
+#include "tensor_io.h"
 
 namespace rectified_fused {
 
@@ -47,7 +47,7 @@ struct Plan : torch::CustomClassHolder {
   // with 1,000 parameters, walking it again costs as much as a tenth of the step.
   Streams streams;
   std::vector<void*> planned;  // each tensor's data pointer when planned (gradients: none)
-  std::vector<void*> counters, planned_counters;
+  std::vector<void*> planned_counters;  // each parameter's step counter's data pointer
   // Tensors the step writes besides `tensors` (a formatted group's codes and scales), each to
   // be found as planned: same memory, sizes and dtype, still plain.
   std::vector<at::Tensor> extras;
@@ -56,6 +56,9 @@ struct Plan : torch::CustomClassHolder {
   std::vector<at::ScalarType> extra_types;
   bool distinct_counters = true;  // a counter shared by two parameters must count twice
   std::vector<int64_t> numels;
+  // Each parameter's shape when planned: a formatted group's codes are `extras` of that shape,
+  // so a parameter reshaped in place (`p.data = p.data.view(...)`) must not be stepped by them.
+  std::vector<std::vector<int64_t>> shapes;
   std::vector<Chunk> chunks, long_chunks;
   // The memory the step writes, [begin, end) per tensor, sorted: the plan's tensors but the
   // gradients, and `also_written` (a formatted group's codes and scales). Disjoint, since a
@@ -73,9 +76,9 @@ struct Plan : torch::CustomClassHolder {
     streams.data.resize(tensors.size());
     streams.types.resize(tensors.size());
     planned.resize(tensors.size());
-    counters.resize(steps.size());
     for (size_t t = 0; t < steps.size(); ++t) {
       numels.push_back(tensors[t * n_slots].numel());
+      shapes.push_back(tensors[t * n_slots].sizes().vec());
       for (int64_t s = 0; s < n_slots; ++s) {
         const at::Tensor& x = tensors[t * n_slots + s];
         streams.types[t * n_slots + s] = x.scalar_type();
@@ -120,7 +123,7 @@ struct Plan : torch::CustomClassHolder {
     at::parallel_for(0, static_cast<int64_t>(extras.size()), 256, [&](int64_t first, int64_t last) {
       for (int64_t e = first; e < last && ok.load(std::memory_order_relaxed); ++e) {
         const at::Tensor& x = extras[e];
-        if (!formats_plain(x) || x.data_ptr() != planned_extras[e] ||
+        if (!plain_memory(x) || x.data_ptr() != planned_extras[e] ||
             x.scalar_type() != extra_types[e] ||
             x.sizes() != at::IntArrayRef(extra_sizes[e])) {
           ok.store(false, std::memory_order_relaxed);
@@ -145,7 +148,9 @@ struct Plan : torch::CustomClassHolder {
            std::vector<double> scalars) {
     const Decoded decoded = decode(n_slots, n_registers, code, scalars);
     if (!counts_hold(count)) return false;
-    for (size_t t = 0; t < steps.size(); ++t) increment(counters[t], steps[t].scalar_type());
+    for (size_t t = 0; t < steps.size(); ++t) {
+      increment(planned_counters[t], steps[t].scalar_type());
+    }
     const int64_t size = streams.chunk_size(decoded, n_slots);
     run_chunks(decoded, streams, size == kLongChunk ? long_chunks : chunks, size, n_slots,
                n_registers);
@@ -155,6 +160,7 @@ struct Plan : torch::CustomClassHolder {
  private:
   bool check_one(int64_t t, double count) {
     const at::Tensor* xs = tensors.data() + t * n_slots;
+    if (xs[0].sizes() != at::IntArrayRef(shapes[t])) return false;
     const at::Tensor& grad = xs[0].grad();
     if (!grad.defined() || !fits(grad, t, 1) || grad.sizes() != xs[0].sizes()) return false;
     // Last step's gradient memory was checked already (numel and the written spans are fixed).
@@ -174,7 +180,6 @@ struct Plan : torch::CustomClassHolder {
     for (int64_t s = 0; s < n_slots; ++s) {
       streams.data[t * n_slots + s] = s == 1 ? grad.data_ptr() : xs[s].data_ptr();
     }
-    counters[t] = steps[t].data_ptr();
     return true;
   }
 
@@ -195,14 +200,6 @@ struct Plan : torch::CustomClassHolder {
     const auto after = std::partition_point(
         written.begin(), written.end(), [end](const auto& w) { return w.first < end; });
     return after != written.begin() && std::prev(after)->second > begin;
-  }
-
-  // A formatted group's codes (uint8), values (bfloat16) or scales (float32), readable as plain
-  // memory (formats_plain: the same test as the formats' kernel makes).
-  static bool formats_plain(const at::Tensor& x) {
-    return x.defined() && typeid(*x.unsafeGetTensorImpl()) == typeid(c10::TensorImpl) &&
-           x.device().is_cpu() && x.layout() == at::kStrided && x.is_contiguous() &&
-           !x.is_neg() && !x.is_conj() && !x.key_set().has(c10::DispatchKey::Python);
   }
 
   // A tensor of parameter t's slot s as the plan was made: readable by the kernel, of the

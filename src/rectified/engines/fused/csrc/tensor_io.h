@@ -15,16 +15,20 @@ inline bool supported(at::ScalarType type) {
          type == at::kHalf;
 }
 
-// A tensor whose memory the kernel may read as plain values: a plain TensorImpl (no wrapper,
-// functional, batched or nested tensor) on the CPU, dense, contiguous, of a supported dtype,
-// with no lazy negation or conjugation and no Python dispatch (a subclass whose storage need
-// not hold its values).
-inline bool readable(const at::Tensor& x) {
+// A tensor whose memory holds its values as they read: a plain TensorImpl (no wrapper,
+// functional, batched or nested tensor) on the CPU, dense, contiguous, with no lazy negation or
+// conjugation and no Python dispatch (a subclass whose storage need not hold its values).
+inline bool plain_memory(const at::Tensor& x) {
   return x.defined() && typeid(*x.unsafeGetTensorImpl()) == typeid(c10::TensorImpl) &&
          x.device().is_cpu() && x.layout() == at::kStrided && x.has_storage() &&
-         x.is_contiguous() && supported(x.scalar_type()) && !x.is_neg() && !x.is_conj() &&
+         x.is_contiguous() && !x.is_neg() && !x.is_conj() &&
          !x.key_set().has(c10::DispatchKey::Python) &&
          !x.key_set().has(c10::DispatchKey::PythonTLSSnapshot);
+}
+
+// A tensor the kernel may read as plain values of a dtype it computes with.
+inline bool readable(const at::Tensor& x) {
+  return plain_memory(x) && supported(x.scalar_type());
 }
 
 template <typename T, typename S>
